@@ -1,0 +1,153 @@
+"""``unlearnkit reproduce``: validation before compute, and papermill runs of throwaway notebooks."""
+
+import contextlib
+import io
+import json
+
+import nbformat
+import pytest
+
+from unlearnkit import cli
+
+PARAMETERS_CELL = 'world = "unset"\ndevice = "unset"\noutput_dir = "unset"\n'
+
+WRITE_RECEIVED_PARAMETERS = """\
+import json, os, pathlib
+out = pathlib.Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+received = {"world": world, "device": device, "output_dir": output_dir, "cwd": os.getcwd()}
+(out / "received.json").write_text(json.dumps(received))
+"""
+
+
+def write_notebook(path, body: str) -> None:
+    """A two-cell notebook: a cell tagged ``parameters``, then ``body``."""
+    notebook = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell(PARAMETERS_CELL)
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell(body)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, str(path))
+
+
+@pytest.fixture
+def notebooks_dir(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_cfg_reversal.ipynb", WRITE_RECEIVED_PARAMETERS)
+    return folder
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if any notebook would be executed."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a notebook ran although the command line was invalid")
+
+    monkeypatch.setattr(cli, "run_notebook", refuse)
+
+
+def exit_status_and_stderr(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_unknown_preset_is_rejected_listing_accepted_presets(notebooks_dir, no_compute, capsys):
+    status, stderr = exit_status_and_stderr(
+        ["reproduce", "--preset", "huge", "--notebooks-dir", str(notebooks_dir)], capsys
+    )
+    assert status == 2
+    assert "unknown preset 'huge'; accepted: mini, paper" in stderr
+
+
+def test_unknown_only_is_rejected_listing_existing_notebooks(notebooks_dir, no_compute, capsys):
+    argv = ["reproduce", "--preset", "mini", "--only", "01", "04", "--notebooks-dir", str(notebooks_dir)]
+    status, stderr = exit_status_and_stderr(argv, capsys)
+    assert status == 2
+    assert f"--only 04: no such notebook in {notebooks_dir}; existing notebooks: 01_cfg_reversal" in stderr
+
+
+def test_missing_notebooks_dir_is_rejected(tmp_path, no_compute, capsys):
+    argv = ["reproduce", "--preset", "mini", "--notebooks-dir", str(tmp_path / "absent")]
+    status, stderr = exit_status_and_stderr(argv, capsys)
+    assert status == 2
+    assert f"notebooks folder {tmp_path / 'absent'} does not exist" in stderr
+
+
+def test_only_matches_number_prefix_stem_and_file_name():
+    stems = ["01_cfg_reversal", "02_single_concept_nsfw"]
+    assert cli.match_notebook("02", stems) == "02_single_concept_nsfw"
+    assert cli.match_notebook("01_cfg_reversal", stems) == "01_cfg_reversal"
+    assert cli.match_notebook("01_cfg_reversal.ipynb", stems) == "01_cfg_reversal"
+    assert cli.match_notebook("03", stems) is None
+
+
+def test_presets_name_only_known_notebooks_and_serialisable_parameters():
+    known = {
+        "01_cfg_reversal",
+        "02_single_concept_nsfw",
+        "03_sequential_imagenette",
+        "04_sepme_restoration",
+        "05_mass_fusion",
+    }
+    for name in cli.available_presets():
+        preset = cli.load_preset(name)
+        assert set(preset) <= known
+        assert preset["01_cfg_reversal"]["world"] == name
+
+
+@pytest.fixture(scope="module")
+def reproduce_run(tmp_path_factory):
+    """One ``reproduce`` call over a passing 01 and a failing 02 (two papermill runs in all)."""
+    root = tmp_path_factory.mktemp("reproduce")
+    notebooks = root / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_cfg_reversal.ipynb", WRITE_RECEIVED_PARAMETERS)
+    write_notebook(notebooks / "02_single_concept_nsfw.ipynb", 'assert 1 + 1 == 3, "deliberate failure"\n')
+    output_dir = root / "reports"
+    argv = [
+        "reproduce",
+        "--preset", "mini",
+        "--notebooks-dir", str(notebooks),
+        "--output-dir", str(output_dir),
+        "--device", "cpu-override",
+    ]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = cli.main(argv)
+    return {
+        "status": status,
+        "stdout": stdout.getvalue(),
+        "stderr": stderr.getvalue(),
+        "notebooks": notebooks,
+        "output_dir": output_dir,
+    }
+
+
+def test_reproduce_runs_notebook_with_injected_parameters(reproduce_run):
+    preset_dir = reproduce_run["output_dir"] / "mini"
+    received = json.loads((preset_dir / "01_cfg_reversal" / "received.json").read_text())
+    assert received == {
+        "world": "mini",
+        "device": "cpu-override",
+        "output_dir": str((preset_dir / "01_cfg_reversal").resolve()),
+        "cwd": str(reproduce_run["notebooks"]),
+    }
+    executed = nbformat.read(str(preset_dir / "executed" / "01_cfg_reversal.ipynb"), as_version=4)
+    injected = [cell for cell in executed.cells if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'world = "mini"' in injected[0].source
+    assert "skipping 03_sequential_imagenette" in reproduce_run["stdout"]
+
+
+def test_failing_notebook_exits_1_naming_notebook_and_cell_keeping_earlier_outputs(reproduce_run):
+    preset_dir = reproduce_run["output_dir"] / "mini"
+    assert reproduce_run["status"] == 1
+    stderr = reproduce_run["stderr"]
+    assert "notebook 02_single_concept_nsfw failed at cell In [" in stderr
+    assert "AssertionError: deliberate failure" in stderr
+    assert "finished notebooks kept: 01_cfg_reversal" in stderr
+    assert (preset_dir / "executed" / "02_single_concept_nsfw.ipynb").is_file()
+    assert (preset_dir / "executed" / "01_cfg_reversal.ipynb").is_file()
+    assert (preset_dir / "01_cfg_reversal" / "received.json").is_file()

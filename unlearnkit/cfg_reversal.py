@@ -1,0 +1,137 @@
+"""The CFG-reversal insight of ANT (§3.1, Eq. 1–2, Fig. 3), measured.
+
+Fig. 3 shows by eye that reversing the condition direction from a mid ``t′`` removes the prompted attribute
+while keeping the image's structure. :func:`reversal_sweep` measures both halves of that claim over ``t′``:
+how often the world's evaluators still detect the attribute named in the prompt, and how far each image moved
+from the original (same prompt, same seed, plain CFG) in feature space and in coarse layout.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .sampling import SamplerSettings, cfg_reversal_guidance, generate
+
+
+def reversed_images(world, prompts: Sequence[str], seeds: Sequence[int], t_prime: float,
+                    settings: SamplerSettings) -> np.ndarray:
+    """Images for every (prompt, seed) pair, CFG reversed at ``t′`` (``t′ = 0`` is the original)."""
+    pairs = [(p, s) for p in prompts for s in seeds]
+    guidance = cfg_reversal_guidance(settings.guidance_scale, t_prime, settings.num_inference_steps)
+    return generate(world.pipe, [p for p, _ in pairs], [s for _, s in pairs], settings, guidance=guidance,
+                    embeddings=world.embeddings)
+
+
+def coarse_layout_distance(images: np.ndarray, reference: np.ndarray, cells: int = 8) -> np.ndarray:
+    """Mean absolute difference of ``cells×cells`` average-pooled grey images in [0, 1] — the layout, not details."""
+    def pooled(x):
+        grey = torch.from_numpy(x).float().mean(-1, keepdim=True).permute(0, 3, 1, 2) / 255
+        return torch.nn.functional.adaptive_avg_pool2d(grey, cells).flatten(1)
+
+    return (pooled(images) - pooled(reference)).abs().mean(1).numpy()
+
+
+def feature_distance(world, images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``1 − cos`` between the world's image features of each image and its same-seed original."""
+    a = torch.nn.functional.normalize(torch.from_numpy(world.image_features(images)), dim=-1)
+    b = torch.nn.functional.normalize(torch.from_numpy(world.image_features(reference)), dim=-1)
+    return (1 - (a * b).sum(-1)).numpy()
+
+
+def reversal_sweep(world, probes: Sequence[tuple[str, str]], seeds: Sequence[int], t_primes: Sequence[float],
+                   settings: SamplerSettings) -> tuple[pd.DataFrame, dict[float, np.ndarray]]:
+    """Measure detection and distance-to-original for every ``t′``.
+
+    Args:
+        probes: ``(prompt, concept name)`` pairs; the concept is the attribute the prompt names.
+        t_primes: reversal points in paper steps; ``0`` (never reversed, the original) is always added.
+    Returns:
+        a long table (one row per t′ × probe: detection rate, feature distance, layout distance) and the images
+        per t′ (``[len(probes) · len(seeds), H, W, 3]``, probe-major).
+    """
+    if not probes:
+        raise ValueError("probes is empty: give at least one (prompt, concept) pair")
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    for t_prime in t_primes:
+        cfg_reversal_guidance(settings.guidance_scale, t_prime, settings.num_inference_steps)  # validates t′
+    concepts = [world.concept(name) for _, name in probes]
+    prompts = [p for p, _ in probes]
+    grid = sorted({0.0, *map(float, t_primes)})
+    images = {t: reversed_images(world, prompts, seeds, t, settings) for t in grid}
+    original = images[0.0]
+    rows = []
+    n = len(seeds)
+    for t in grid:
+        feat = feature_distance(world, images[t], original)
+        layout = coarse_layout_distance(images[t], original)
+        for i, concept in enumerate(concepts):
+            sl = slice(i * n, (i + 1) * n)
+            rows.append({"t_prime": t, "prompt": prompts[i], "concept": concept.name,
+                         "detection_rate": float(world.detect(concept, images[t][sl]).mean()),
+                         "feature_distance": float(feat[sl].mean()), "layout_distance": float(layout[sl].mean())})
+    return pd.DataFrame(rows), images
+
+
+def summarise_sweep(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over probes per ``t′``."""
+    return (table.groupby("t_prime")[["detection_rate", "feature_distance", "layout_distance"]].mean()
+            .reset_index())
+
+
+def settings_for(world, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> SamplerSettings:
+    """The world's shipped sampler settings with optional overrides."""
+    settings = world.sampler if hasattr(world, "sampler") else SamplerSettings()
+    if num_inference_steps is not None:
+        settings = replace(settings, num_inference_steps=int(num_inference_steps))
+    if guidance_scale is not None:
+        settings = replace(settings, guidance_scale=float(guidance_scale))
+    return settings
+
+
+# Probes for the mini world: one prompt per attribute family (object, identity, style, unsafe).
+MINI_PROBES = (
+    ("a photo of a tench", "tench"),
+    ("a photo of a church", "church"),
+    ("a portrait of emma reed", "emma reed"),
+    ("a painting in the style of vangogh", "vangogh"),
+    ("a naked person", "nudity"),
+)
+
+
+def default_probes(world) -> list[tuple[str, str]]:
+    if getattr(world, "name", None) == "mini":
+        return list(MINI_PROBES)
+    raise ValueError(f"world {getattr(world, 'name', world)!r} has no default probes; pass probes=[(prompt, concept)]")
+
+
+def grid_rows(world, images: dict[float, np.ndarray], probes, n_seeds: int, t_primes: Sequence[float],
+              seed_index: int = 0):
+    """Rows (original, then each ``t′``) × columns (probes) for :func:`unlearnkit.reports.image_grid`, one seed,
+    with images the unsafe detector flags redacted."""
+    rows, labels = [], []
+    for t in (0.0, *map(float, t_primes)):
+        picked = np.stack([images[t][i * n_seeds + seed_index] for i in range(len(probes))])
+        rows.append(list(world.redact(picked)))
+        labels.append("original" if t == 0 else f"t'={t:g}")
+    return rows, labels, [p for p, _ in probes]
+
+
+def curve_figure(summary: pd.DataFrame):
+    """Detection rate and distance to the original against ``t′`` (the curve Fig. 3 only shows by eye)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 3.0), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(summary.t_prime, summary.detection_rate, "o-")
+    ax1.set(xlabel="t' (reverse for paper steps ≤ t'; 50 = from the start)", ylabel="attribute detected",
+            ylim=(-0.02, 1.02))
+    ax2.plot(summary.t_prime, summary.feature_distance, "o-", label="feature (1 − cos)")
+    ax2.plot(summary.t_prime, summary.layout_distance, "s--", label="coarse layout (L1)")
+    ax2.set(xlabel="t'", ylabel="distance to original")
+    ax2.legend(fontsize=7)
+    return fig

@@ -1,0 +1,219 @@
+"""The ``Edit`` noun: the change a method makes to the weights, as named deltas.
+
+Every eraser returns an :class:`Edit`. Edits add (SepME-style composition), subtract (restoration), scale, save
+as safetensors and report their size ``‖Δθ‖_p``; :meth:`Edit.applied` switches one on for a block of code.
+
+:class:`TrainableDelta` is how dense methods train without a second UNet: the model is trained in place, and the
+frozen model is the same module with the delta switched off — only the original values of the trained entries are
+kept (the masked entries only, when a saliency mask limits training).
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return dict(module.named_parameters())
+
+
+@dataclass
+class Edit:
+    """Named dense weight deltas ``Δθ`` keyed by parameter name (e.g. ``…attn2.to_k.weight``)."""
+
+    deltas: dict[str, torch.Tensor]
+    name: str = "edit"
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for key, value in self.deltas.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"delta {key!r} must be a tensor, got {type(value).__name__}")
+
+    # --- algebra ----------------------------------------------------------------------------------------------
+    def __add__(self, other: "Edit") -> "Edit":
+        keys = list(dict.fromkeys([*self.deltas, *other.deltas]))
+        out = {}
+        for k in keys:
+            if k in self.deltas and k in other.deltas:
+                out[k] = self.deltas[k] + other.deltas[k].to(self.deltas[k])
+            else:
+                out[k] = (self.deltas.get(k) if k in self.deltas else other.deltas[k]).clone()
+        return Edit(out, name=f"{self.name}+{other.name}")
+
+    def __neg__(self) -> "Edit":
+        return Edit({k: -v for k, v in self.deltas.items()}, name=f"-{self.name}", metadata=dict(self.metadata))
+
+    def __sub__(self, other: "Edit") -> "Edit":
+        return self + (-other)
+
+    def scaled(self, factor: float) -> "Edit":
+        return Edit({k: v * factor for k, v in self.deltas.items()}, name=f"{factor:g}*{self.name}",
+                    metadata=dict(self.metadata))
+
+    @staticmethod
+    def total(edits: list["Edit"]) -> "Edit":
+        if not edits:
+            return Edit({}, name="empty")
+        out = edits[0]
+        for e in edits[1:]:
+            out = out + e
+        return out
+
+    # --- applying ---------------------------------------------------------------------------------------------
+    def _check_targets(self, params: Mapping[str, torch.Tensor]) -> None:
+        missing = [k for k in self.deltas if k not in params]
+        if missing:
+            raise KeyError(f"edit {self.name!r} targets parameters the model does not have: {missing[:3]}")
+        for k, v in self.deltas.items():
+            if params[k].shape != v.shape:
+                raise ValueError(f"edit {self.name!r}: delta {k!r} has shape {tuple(v.shape)}, "
+                                 f"the parameter has {tuple(params[k].shape)}")
+
+    @torch.no_grad()
+    def apply(self, module: torch.nn.Module, sign: float = 1.0) -> None:
+        """Add ``sign · Δθ`` to ``module``'s parameters in place."""
+        params = _parameters(module)
+        self._check_targets(params)
+        for k, v in self.deltas.items():
+            params[k].add_(v.to(params[k]), alpha=sign)
+
+    def remove(self, module: torch.nn.Module) -> None:
+        self.apply(module, sign=-1.0)
+
+    @contextmanager
+    def applied(self, module: torch.nn.Module, scale: float = 1.0) -> Iterator[None]:
+        """``with edit.applied(unet): …`` runs the block on the edited model, then restores the targeted tensors
+        bit-exactly (from copies of those tensors only, never of the whole model)."""
+        params = _parameters(module)
+        self._check_targets(params)
+        saved = {k: params[k].detach().clone() for k in self.deltas}
+        self.apply(module, sign=scale)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in saved.items():
+                    params[k].copy_(v)
+
+    # --- measuring ----------------------------------------------------------------------------------------------
+    def norm_p(self, p: float = 1.0) -> float:
+        """``‖Δθ‖_p / M`` over the ``M`` modified tensors (SepME Tables 1–2 report p = 1)."""
+        if not self.deltas:
+            return 0.0
+        return float(sum(torch.linalg.vector_norm(v.float().flatten(), ord=p) for v in self.deltas.values())
+                     / len(self.deltas))
+
+    def num_changed(self) -> int:
+        return int(sum((v != 0).sum() for v in self.deltas.values()))
+
+    # --- files ------------------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"unlearnkit_edit_name": self.name, "unlearnkit_metadata": json.dumps(self.metadata, default=str)}
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.deltas.items()}, str(path), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Edit":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"edit file {path} does not exist")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return cls(load_file(str(path)), name=meta.get("unlearnkit_edit_name", path.stem),
+                   metadata=json.loads(meta.get("unlearnkit_metadata", "{}")))
+
+
+class TrainableDelta:
+    """Train parameters of ``module`` in place while the frozen model stays one context manager away.
+
+    Only the original values of what may change are kept: whole tensors, or — with ``masks`` — just the masked
+    entries. ``with delta.frozen(): …`` swaps the originals in (the model with the edit switched off) and the
+    trained values back afterwards.
+    """
+
+    def __init__(self, module: torch.nn.Module, names: list[str], masks: Mapping[str, torch.Tensor] | None = None):
+        params = _parameters(module)
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise KeyError(f"unknown parameter names: {unknown[:3]}")
+        if not names:
+            raise ValueError("no parameters to train: the scope or mask selected nothing")
+        self.module = module
+        self.params = {n: params[n] for n in names}
+        self.masks = {n: masks[n].to(params[n].device, torch.bool) for n in names} if masks is not None else None
+        with torch.no_grad():
+            if self.masks is None:
+                self.original = {n: p.detach().clone() for n, p in self.params.items()}
+            else:
+                self.original = {n: p.detach()[self.masks[n]].clone() for n, p in self.params.items()}
+        self._is_frozen = False
+
+    @torch.no_grad()
+    def _swap(self) -> None:
+        for n, p in self.params.items():
+            if self.masks is None:
+                current = p.detach().clone()
+                p.copy_(self.original[n])
+            else:
+                current = p.detach()[self.masks[n]].clone()
+                p.data[self.masks[n]] = self.original[n]
+            self.original[n] = current
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Run a block on the original model (the delta switched off)."""
+        if self._is_frozen:
+            yield
+            return
+        self._swap()
+        self._is_frozen = True
+        try:
+            yield
+        finally:
+            self._swap()
+            self._is_frozen = False
+
+    def mask_gradients(self) -> None:
+        """Zero every gradient entry outside the mask (ANT Eq. 6: ``M* ⊙ ∇θ L``)."""
+        if self.masks is None:
+            return
+        for n, p in self.params.items():
+            if p.grad is not None:
+                p.grad.mul_(self.masks[n])
+
+    @torch.no_grad()
+    def to_edit(self, name: str = "edit", metadata: dict | None = None) -> Edit:
+        """The learned ``Δθ = θ − θ₀`` as an :class:`Edit`."""
+        if self._is_frozen:
+            raise RuntimeError("to_edit() called inside frozen(): the trained values are swapped out")
+        deltas = {}
+        for n, p in self.params.items():
+            if self.masks is None:
+                deltas[n] = (p.detach() - self.original[n]).cpu()
+            else:
+                d = torch.zeros_like(p, device="cpu")
+                d[self.masks[n].cpu()] = (p.detach()[self.masks[n]] - self.original[n]).cpu()
+                deltas[n] = d
+        return Edit(deltas, name=name, metadata=metadata or {})
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Put the original values back, bit-exactly (undo training)."""
+        if self._is_frozen:
+            raise RuntimeError("reset() called inside frozen()")
+        for n, p in self.params.items():
+            if self.masks is None:
+                p.copy_(self.original[n])
+            else:
+                p.data[self.masks[n]] = self.original[n]

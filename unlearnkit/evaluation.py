@@ -1,0 +1,53 @@
+"""Measure a model — the world's model with an Edit switched on, or the original — on the papers' prompt sets.
+
+Generation goes through the resumable cache (:func:`unlearnkit.generation.generate_cached`); the edit is applied
+to the UNet only while its images are generated, so evaluating many methods never copies the model.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .edits import Edit
+from .generation import generate_cached
+from .metrics.clip_score import mean_clip_score
+from .metrics.fid import compute_fid, feature_statistics
+from .metrics.nsfw import nudity_counts
+from .redaction import redact_boxes
+
+
+def generate_edited(world, edit: Edit | None, prompts, seeds, cache_dir: str | Path, settings=None,
+                    batch_size: int = 128) -> np.ndarray:
+    """Images of ``world``'s model with ``edit`` applied (``None``: the original), one per (prompt, seed)."""
+    context = edit.applied(world.pipe.unet) if edit is not None else nullcontext()
+    with context:
+        return generate_cached(world.pipe, list(prompts), list(seeds), settings or world.sampler, cache_dir,
+                               embeddings=world.embeddings, batch_size=batch_size, progress=False)
+
+
+class NSFWBenchmark:
+    """ANT Table 1 / SM Tables 3–4: NudeNet counts on I2P(-analogue) prompts, FID and CLIP on COCO(-analogue).
+
+    Reference statistics and prompt sets are prepared once; :meth:`evaluate` measures one model.
+    """
+
+    def __init__(self, world, cache_dir: str | Path, i2p: pd.DataFrame, coco: pd.DataFrame, coco_reference,
+                 count: str = "detections"):
+        self.world, self.cache_dir, self.i2p, self.coco, self.count = world, Path(cache_dir), i2p, coco, count
+        self.detector = world.nsfw_detector()
+        self.clip = world.clip_scorer()
+        self.extractor = world.fid_extractor()
+        self.reference_stats = feature_statistics(coco_reference, self.extractor)
+
+    def evaluate(self, name: str, edit: Edit | None) -> tuple[dict, np.ndarray]:
+        """One table row for the model ``name`` and its I2P images, redacted where the detector fires."""
+        i2p_images = generate_edited(self.world, edit, self.i2p.prompt, self.i2p.seed, self.cache_dir)
+        coco_images = generate_edited(self.world, edit, self.coco.prompt, self.coco.seed, self.cache_dir)
+        counts = nudity_counts(i2p_images, self.detector, count=self.count)
+        row = {"method": name, **counts.row(), "flagged images": float(counts.flagged.mean()),
+               "FID": compute_fid(coco_images, self.reference_stats, self.extractor),
+               "CLIP": mean_clip_score(coco_images, list(self.coco.prompt), self.clip)["CLIP"]}
+        return row, redact_boxes(i2p_images, counts.boxes_per_image)

@@ -1,0 +1,229 @@
+"""ANT — Auto-steering deNoising Trajectories (single-concept erasure), ANT §3.2–3.3.
+
+Algorithm per update (Eq. 3, Eq. 6):
+1. draw paper steps s₁ > t′ ≥ s₂ and a seed; run **one** DDIM trajectory of the frozen model from that seed's
+   noise and keep z₁ (entering s₁) and z₂ (entering s₂);
+2. frozen predictions ε*(z, c), ε*(z, ∅) at both points in one no-grad UNet call (the model with the edit off);
+3. trainable predictions ε_θ(z, c) (and ε_θ(z, ∅) when λ₂/λ₃ > 0) at both points in one UNet call;
+4. L = Eq. (3); backward; ∇θ ← M* ⊙ ∇θ; Adam step.
+
+The saliency map M* (Eq. 4–5) intersects gradient maps over N_c prompts × N_s seeds (:func:`saliency_mask`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from ..concepts import Concept
+from ..diffusion import predict_eps, validate_paper_step
+from ..edits import Edit, TrainableDelta
+from ..losses.trajectory import STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps, trajectory_loss_terms
+from ..masks import Mask, SaliencyThreshold, intersect_saliency_maps, nonempty, saliency_map
+from ..params import select_parameters
+from ..sampling import SamplerSettings, cfg_guidance, sample_latents
+
+
+@dataclass(frozen=True)
+class ANTConfig:
+    """ANT hyperparameters; defaults are ANT Table 6's NSFW row (lr 5e-4, 250 iterations, λ = (1, 0.5, 0.5), t′ = 43)."""
+
+    lr: float = 5e-4
+    iterations: int = 250
+    weights: TrajectoryLossWeights = field(default_factory=TrajectoryLossWeights)
+    t_prime: int = 43
+    stage_split: str = "paper"
+    scope: str = "unet"                 # parameters the mask may select (ANT Single trains the whole UNet)
+    batch_size: int = 1
+    num_inference_steps: int = 50
+    trajectory_guidance: float = 7.5    # CFG used to produce z₁, z₂ (ANT Multiple: 7.5; ANT Single/ESD: 3)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.iterations, int) and self.iterations > 0):
+            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        validate_paper_step(self.t_prime, self.num_inference_steps)
+        if not (1 <= self.t_prime < self.num_inference_steps):
+            raise ValueError(f"t'={self.t_prime!r} must leave both stages non-empty: "
+                             f"expected 1 <= t' < {self.num_inference_steps}")
+        if self.stage_split not in STAGE_SPLITS:
+            raise ValueError(f"stage_split must be one of {STAGE_SPLITS}, got {self.stage_split!r}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """Augmentation-enhanced saliency map (ANT §3.3): N_c prompts × N_s seeds, each thresholded, intersected."""
+
+    threshold: SaliencyThreshold = field(default_factory=lambda: SaliencyThreshold(keep_fraction=0.5))
+    seeds: tuple[int, ...] = (24, 42, 98, 403, 3407)   # the seeds of the ANT release
+    max_prompts: int | None = None
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("SaliencyConfig.seeds is empty: give at least one seed")
+
+
+def _concept_prompts(concept: Concept | None, prompts) -> list[str]:
+    prompts = list(prompts if prompts is not None else (concept.prompts if concept is not None else ()))
+    if not prompts:
+        raise ValueError("empty prompt set: give the concept's prompts to erase")
+    return prompts
+
+
+class ANTStep:
+    """One ANT update's forward work, shared by training and by saliency-map collection."""
+
+    def __init__(self, world, delta: TrainableDelta | None, config: ANTConfig):
+        self.world, self.delta, self.config = world, delta, config
+        self.unet = world.pipe.unet
+        self.uncond = world.embeddings([""])
+        self.sampler = SamplerSettings(config.num_inference_steps, config.trajectory_guidance)
+
+    def _frozen(self):
+        from contextlib import nullcontext
+
+        return self.delta.frozen() if self.delta is not None else nullcontext()
+
+    def loss(self, prompt: str, seed: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        w = cfg.weights
+        s_early, s_late = draw_stage_steps(cfg.t_prime, cfg.num_inference_steps, generator, w.erase_span,
+                                           cfg.stage_split)
+        steps = (s_early, s_late) if w.needs_early else (s_late,)
+        prompts = [prompt] * cfg.batch_size
+        seeds = [seed + i for i in range(cfg.batch_size)]
+        cond = self.world.embeddings(prompts)
+        with self._frozen(), torch.no_grad():
+            _, snaps = sample_latents(self.world.pipe, prompts, seeds, self.sampler,
+                                      guidance=cfg_guidance(cfg.trajectory_guidance), embeddings=self.world.embeddings,
+                                      snapshot_steps=steps, stop_at_last_snapshot=True)
+            x = torch.cat([snaps[s][0] for s in steps])
+            t = torch.cat([torch.full((cfg.batch_size,), snaps[s][1], device=x.device) for s in steps])
+            c = cond.repeat(len(steps), 1, 1)
+            frozen_cond, frozen_uncond = predict_eps(self.unet, x, t, c, self.uncond)
+        if w.needs_uncond:
+            eps_cond, eps_uncond = predict_eps(self.unet, x, t, c, self.uncond)
+        else:
+            eps_cond, eps_uncond = predict_eps(self.unet, x, t, c), None
+        b = cfg.batch_size
+
+        def late(v):
+            return None if v is None else v[-b:]
+
+        def early(v):
+            return None if (v is None or not w.needs_early) else v[:b]
+
+        terms = trajectory_loss_terms(
+            w, eps_cond_late=late(eps_cond), frozen_cond_late=late(frozen_cond), frozen_uncond_late=late(frozen_uncond),
+            eps_cond_early=early(eps_cond), frozen_cond_early=early(frozen_cond),
+            frozen_uncond_early=early(frozen_uncond), eps_uncond_early=early(eps_uncond),
+            eps_uncond_late=late(eps_uncond))
+        terms["t_early"] = torch.tensor(float(snaps[s_early][1])) if w.needs_early else torch.tensor(float("nan"))
+        terms["t_late"] = torch.tensor(float(snaps[s_late][1]))
+        return terms
+
+
+def saliency_mask(world, concept: Concept | None = None, prompts=None, config: ANTConfig = ANTConfig(),
+                  saliency: SaliencyConfig = SaliencyConfig()) -> tuple[Mask, list[int]]:
+    """ANT Eq. (4)–(5): the intersection over prompts × seeds of thresholded |∇θ L| at the original model.
+
+    Returns ``(M*, active counts after each intersected map)`` — the counts are ANT Fig. 4's curve.
+    """
+    prompts = _concept_prompts(concept, prompts)[: saliency.max_prompts]
+    params = select_parameters(world.pipe.unet, config.scope)
+    step = ANTStep(world, None, config)
+
+    def maps():
+        for i, prompt in enumerate(prompts):
+            for seed in saliency.seeds:
+                for p in params.values():
+                    p.grad = None
+                with torch.enable_grad():
+                    for p in params.values():
+                        p.requires_grad_(True)
+                    step.loss(prompt, seed, torch.Generator().manual_seed(seed * 1000 + i))["loss"].backward()
+                yield saliency_map({n: p.grad for n, p in params.items()}, saliency.threshold)
+        for p in params.values():
+            p.grad = None
+
+    return intersect_saliency_maps(maps())
+
+
+def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | None = None, prompts=None,
+        progress: bool = True) -> tuple[Edit, list[dict]]:
+    """Erase ``concept`` with ANT; return the Edit and a per-iteration log. The world's model is left unchanged.
+
+    ``mask`` is M* (from :func:`saliency_mask`); ``None`` trains every parameter of ``config.scope``
+    (ANT Table 5 "whole UNet").
+    """
+    prompts = _concept_prompts(concept, prompts)
+    unet = world.pipe.unet
+    scoped = select_parameters(unet, config.scope)
+    if mask is not None:
+        unknown = [k for k in mask if k not in scoped]
+        if unknown:
+            raise KeyError(f"mask names parameters outside scope {config.scope!r}: {unknown[:3]}")
+        mask = nonempty(mask)
+        if not mask:
+            raise ValueError("the saliency mask selects no parameter: lower gamma or raise keep_fraction")
+    names = list(mask) if mask is not None else list(scoped)
+    requires_grad = {n: p.requires_grad for n, p in unet.named_parameters()}
+    unet.requires_grad_(False)
+    delta = TrainableDelta(unet, names, mask)
+    for p in delta.params.values():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(list(delta.params.values()), lr=config.lr)
+    step = ANTStep(world, delta, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    log = []
+    try:
+        for it in tqdm(range(config.iterations), desc=f"ANT {concept.name}", disable=not progress):
+            prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
+            seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
+            terms = step.loss(prompt, seed, generator)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            delta.mask_gradients()
+            opt.step()
+            log.append({k: float(v.detach()) for k, v in terms.items()})
+        edit = delta.to_edit(name=f"ant:{concept.name}",
+                             metadata={"method": "ant", "concept": concept.name, "config": config.as_dict(),
+                                       "masked": mask is not None})
+    finally:
+        delta.reset()
+        for n, p in unet.named_parameters():
+            p.requires_grad_(requires_grad[n])
+            p.grad = None
+    return edit, log
+
+
+def with_weights(config: ANTConfig, weights: TrajectoryLossWeights) -> ANTConfig:
+    return replace(config, weights=weights)
+
+
+def erase(world, concept: Concept, config: ANTConfig = ANTConfig(), saliency: SaliencyConfig | None = SaliencyConfig(),
+          prompts=None, progress: bool = True) -> tuple[Edit, dict]:
+    """ANT end to end: the saliency map M* (Eq. 4–5; ``saliency=None`` trains the whole scope) then masked training.
+
+    Returns the Edit and an info dict with the active-parameter curve (ANT Fig. 4), the mask size and the log.
+    """
+    info: dict = {"scope_parameters": sum(p.numel() for p in select_parameters(world.pipe.unet, config.scope).values())}
+    mask = None
+    if saliency is not None:
+        mask, counts = saliency_mask(world, concept, prompts, config, saliency)
+        info["active_curve"] = counts
+        info["active_parameters"] = counts[-1]
+    else:
+        info["active_parameters"] = info["scope_parameters"]
+    edit, log = fit(world, concept, config, mask=mask, prompts=prompts, progress=progress)
+    edit.metadata["active_parameters"] = info["active_parameters"]
+    info["log"] = log
+    return edit, info

@@ -1,0 +1,145 @@
+"""FID with clean-fid — ANT Tables 1–3 and SM Tables 1, 3 (generated images vs. real MS-COCO images).
+
+ANT and MACE call ``cleanfid.fid.compute_fid(dir_generated, dir_coco)``: clean mode, PIL-bicubic resize to 299,
+the StyleGAN2 TorchScript Inception (pool3, 2048-d). Here clean-fid does the work in both worlds; only the feature
+extractor changes:
+
+* :class:`InceptionFeatureExtractor` — clean-fid's own ``InceptionV3W`` built from a local
+  ``inception-2015-12-05.pt`` with ``download=False`` (clean-fid would otherwise fetch it into ``/tmp``);
+* :class:`MiniFeatureExtractor` — the mini world's CLIP image tower (a ``custom_feat_extractor`` in clean-fid's
+  sense), at the mini images' native 32 px.
+
+Either side of :func:`compute_fid` may be an image array, a folder of images (read by clean-fid's
+``get_folder_features``) or precomputed :class:`FeatureStatistics` (e.g. the COCO reference, computed once).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from cleanfid import fid as cleanfid_fid
+from cleanfid.downloads_helper import inception_url as INCEPTION_URL
+from cleanfid.resize import build_resizer, make_resizer
+
+from unlearnkit.metrics import check_images, check_weights_file, mini_evaluators
+from unlearnkit.worlds.mini.models import IMAGE_SIZE as MINI_IMAGE_SIZE
+
+__all__ = [
+    "INCEPTION_FILE_NAME",
+    "INCEPTION_URL",
+    "FeatureStatistics",
+    "InceptionFeatureExtractor",
+    "MiniFeatureExtractor",
+    "image_features",
+    "feature_statistics",
+    "compute_fid",
+]
+
+INCEPTION_FILE_NAME = "inception-2015-12-05.pt"  # the name clean-fid's InceptionV3W loads from its folder
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """Mean ``mu [D]`` and covariance ``sigma [D, D]`` of a feature set (what FID compares), with its size."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    count: int
+
+    @classmethod
+    def from_features(cls, features: np.ndarray) -> "FeatureStatistics":
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or len(features) < 2:
+            raise ValueError(f"need features [N >= 2, D] to estimate a covariance, got shape {features.shape}")
+        return cls(features.mean(axis=0), np.cov(features, rowvar=False), len(features))
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, mu=self.mu, sigma=self.sigma, count=self.count)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "FeatureStatistics":
+        with np.load(path) as data:
+            return cls(data["mu"], data["sigma"], int(data["count"]))
+
+
+class InceptionFeatureExtractor(torch.nn.Module):
+    """clean-fid's Inception (pool3, 2048-d) from a local ``inception-2015-12-05.pt``; clean-mode resize to 299."""
+
+    def __init__(self, weights_path, device="cpu"):
+        super().__init__()
+        path = check_weights_file(weights_path, "clean-fid Inception", f"clean-fid's inception file ({INCEPTION_URL})")
+        if path.name != INCEPTION_FILE_NAME:
+            raise ValueError(f"clean-fid loads the Inception weights by the name {INCEPTION_FILE_NAME!r}; "
+                             f"rename {str(path)!r} to it")
+        from cleanfid.inception_torchscript import InceptionV3W
+
+        self.device = torch.device(device)
+        self.net = InceptionV3W(str(path.parent), download=False, resize_inside=False).to(self.device).eval()
+        self.fn_resize = build_resizer("clean")
+
+    @torch.no_grad()
+    def forward(self, images_0_255: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, 299, 299]`` floats in ``[0, 255]`` → ``[B, 2048]``."""
+        return self.net(images_0_255.to(self.device)).cpu()
+
+
+class MiniFeatureExtractor(torch.nn.Module):
+    """The mini CLIP image tower as clean-fid's ``custom_feat_extractor``; images resized (PIL bicubic, as clean
+    mode) to the mini world's size only when they have another size."""
+
+    def __init__(self, world, image_size: int = MINI_IMAGE_SIZE):
+        super().__init__()
+        self.evaluators = mini_evaluators(world)
+        self.fn_resize = make_resizer("PIL", False, "bicubic", (image_size, image_size))
+
+    @torch.no_grad()
+    def forward(self, images_0_255: torch.Tensor) -> torch.Tensor:
+        return self.evaluators.image_features(images_0_255.float() / 255)
+
+
+def image_features(images, extractor, batch_size: int = 64) -> np.ndarray:
+    """``[N, D]`` features of an image array or of every image in a folder (recursively)."""
+    if isinstance(images, (str, os.PathLike)):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
+        return cleanfid_fid.get_folder_features(str(folder), model=extractor, num_workers=0, batch_size=batch_size,
+                                                device=torch.device("cpu"), mode="clean",
+                                                custom_fn_resize=extractor.fn_resize, verbose=False)
+    images = check_images(images)
+    features = []
+    for start in range(0, len(images), batch_size):
+        # what clean-fid's ResizeDataset does to each decoded image: resize to float32, HWC → CHW, keep [0, 255]
+        batch = np.stack([extractor.fn_resize(image) for image in images[start:start + batch_size]])
+        batch = torch.from_numpy(batch.astype(np.float32)).permute(0, 3, 1, 2)
+        features.append(cleanfid_fid.get_batch_features(batch, extractor, torch.device("cpu")))
+    return np.concatenate(features)
+
+
+def feature_statistics(images, extractor, batch_size: int = 64) -> FeatureStatistics:
+    return FeatureStatistics.from_features(image_features(images, extractor, batch_size))
+
+
+def compute_fid(generated, reference, extractor=None, batch_size: int = 64) -> float:
+    """Fréchet distance between two image sets (arrays, folders or :class:`FeatureStatistics`).
+
+    Uses clean-fid's ``frechet_distance``; ``extractor`` is needed for any side that is not statistics yet.
+    """
+    stats = []
+    for side in (generated, reference):
+        if isinstance(side, FeatureStatistics):
+            stats.append(side)
+        elif extractor is None:
+            raise ValueError("an extractor is needed to compute features of images; pass InceptionFeatureExtractor "
+                             "(paper) or MiniFeatureExtractor (mini)")
+        else:
+            stats.append(feature_statistics(side, extractor, batch_size))
+    if stats[0].mu.shape != stats[1].mu.shape:
+        raise ValueError(f"feature sizes differ: {stats[0].mu.shape} vs {stats[1].mu.shape}")
+    return float(cleanfid_fid.frechet_distance(stats[0].mu, stats[0].sigma, stats[1].mu, stats[1].sigma))

@@ -1,0 +1,124 @@
+"""The mini world: procedural concepts, a tiny SD-architecture pipeline and mini evaluators (embedded default)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from unlearnkit.concepts import Concept
+from unlearnkit.diffusion import TextEmbeddingCache
+from unlearnkit.sampling import SamplerSettings
+
+from . import catalogue
+from .evaluators import UNSAFE_THRESHOLD, MiniEvaluators
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# Shipped sampler settings: 50-step DDIM (the papers' schedule, so t′ keeps its meaning) and CFG 5.
+DEFAULT_SAMPLER = SamplerSettings(num_inference_steps=50, guidance_scale=5.0)
+
+
+def load_mini_pipeline(weights_dir: str | Path = WEIGHTS_DIR, device="cpu", dtype=torch.float32):
+    folder = Path(weights_dir) / "pipeline"
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"mini-world pipeline {folder} is missing; "
+                                f"train it with `python -m unlearnkit.worlds.mini.train --out {weights_dir}`")
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@dataclass
+class MiniWorld:
+    """Everything a notebook needs from the mini world: pipeline, concepts, prompt sets and evaluators."""
+
+    pipe: StableDiffusionPipeline
+    evaluators: MiniEvaluators
+    device: torch.device
+    name: str = "mini"
+    sampler: SamplerSettings = DEFAULT_SAMPLER
+    embeddings: TextEmbeddingCache = field(init=False)
+
+    def __post_init__(self):
+        self.embeddings = TextEmbeddingCache(self.pipe.tokenizer, self.pipe.text_encoder, self.device)
+
+    @classmethod
+    def load(cls, device="cpu", weights_dir: str | Path = WEIGHTS_DIR) -> "MiniWorld":
+        device = torch.device(device)
+        return cls(load_mini_pipeline(weights_dir, device), MiniEvaluators(weights_dir, device), device)
+
+    # --- concepts ---------------------------------------------------------------------------------------------
+    def concept(self, name: str) -> Concept:
+        return catalogue.concept(name)
+
+    # --- evaluation ---------------------------------------------------------------------------------------------
+    def detect(self, concept: Concept | str, images) -> np.ndarray:
+        """Boolean ``[N]``: does the concept's evaluator recognise the concept in each image?
+
+        object → object classifier top-1; style → style classifier top-1; identity → identity top-1;
+        unsafe → any sub-label ≥ 0.6 (the NudeNet threshold).
+        """
+        concept = self.concept(concept) if isinstance(concept, str) else concept
+        ev = self.evaluators
+        if concept.kind == "object":
+            hit = ev.object_probs(images).argmax(-1) == concept.label
+        elif concept.kind == "style":
+            hit = ev.style_probs(images).argmax(-1) == concept.label
+        elif concept.kind == "identity":
+            hit = ev.identity_logprobs(images)[0].argmax(-1) == concept.label
+        elif concept.kind == "unsafe":
+            hit = (ev.unsafe_scores(images) >= UNSAFE_THRESHOLD).any(-1)
+        else:
+            raise ValueError(f"concept {concept.name!r} has kind {concept.kind!r}, which no mini evaluator reads")
+        return hit.numpy()
+
+    def unsafe_flags(self, images) -> np.ndarray:
+        """Boolean ``[N]``: the unsafe detector fires (any sub-label ≥ 0.6)."""
+        return (self.evaluators.unsafe_scores(images) >= UNSAFE_THRESHOLD).any(-1).numpy()
+
+    def redact(self, images: np.ndarray) -> np.ndarray:
+        """Copy of ``images`` with every image the unsafe detector flags blacked out (the mini detector gives no
+        boxes, so the whole image is covered) — apply before writing anything under ``reports/``."""
+        out = images.copy()
+        out[self.unsafe_flags(images)] = 0
+        return out
+
+    # --- the common evaluator interface (paper world: NudeNet, open_clip, clean-fid Inception) ---------------------
+    def nsfw_detector(self):
+        from unlearnkit.metrics.nsfw import MiniNudityDetector
+
+        return MiniNudityDetector(self)
+
+    def clip_scorer(self):
+        from unlearnkit.metrics.clip_score import MiniCLIPScorer
+
+        return MiniCLIPScorer(self)
+
+    def fid_extractor(self):
+        from unlearnkit.metrics.fid import MiniFeatureExtractor
+
+        return MiniFeatureExtractor(self)
+
+    def i2p_prompts(self, seeds_per_prompt: int = 2):
+        """The I2P analogue (``prompt, seed``)."""
+        from .prompt_sets import i2p_analogue
+
+        return i2p_analogue(seeds_per_prompt)
+
+    def coco_prompts(self, n: int = 200):
+        """(COCO-analogue captions ``prompt, seed``, their drawn reference images for FID)."""
+        from .prompt_sets import coco_analogue
+
+        return coco_analogue(n)
+
+    def clip_score(self, images, prompts) -> np.ndarray:
+        return self.evaluators.clip_score(images, prompts, self.pipe.tokenizer).numpy()
+
+    def image_features(self, images) -> np.ndarray:
+        return self.evaluators.image_features(images).numpy()
+
+
+def load_mini_world(device="cpu", weights_dir: str | Path = WEIGHTS_DIR) -> MiniWorld:
+    return MiniWorld.load(device, weights_dir)
