@@ -57,11 +57,18 @@ def measure_cache_hits(world, n_images: int, settings: SamplerSettings, model_id
     return seconds
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it, so the report holds no machine paths."""
+    repo = DEFAULT_OUT.parents[1]
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(repo)) if resolved.is_relative_to(repo) else str(path)
+
+
 def markdown_report(rows: list[tuple[str, int, float]], settings: SamplerSettings, weights_dir, fingerprint_s):
     lines = [
         "# Mini-world generation speed (CPU)",
         "",
-        f"- weights: `{weights_dir}`; DDIM {settings.num_inference_steps} steps, CFG {settings.guidance_scale}",
+        f"- weights: `{display_path(weights_dir)}`; DDIM {settings.num_inference_steps} steps, CFG {settings.guidance_scale}",
         f"- torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}",
         f"- model fingerprint (UNet + text encoder + VAE sha256): {fingerprint_s * 1e3:.0f} ms",
         "",

@@ -7,6 +7,7 @@ from the original (same prompt, same seed, plain CFG) in feature space and in co
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import replace
 from typing import Sequence
 
@@ -118,7 +119,7 @@ def grid_rows(world, images: dict[float, np.ndarray], probes, n_seeds: int, t_pr
         picked = np.stack([images[t][i * n_seeds + seed_index] for i in range(len(probes))])
         rows.append(list(world.redact(picked)))
         labels.append("original" if t == 0 else f"t'={t:g}")
-    return rows, labels, [p for p, _ in probes]
+    return rows, labels, [textwrap.fill(p, 22) for p, _ in probes]
 
 
 def curve_figure(summary: pd.DataFrame):

@@ -27,8 +27,29 @@ def _ant(world, concept, saliency: dict | None = None, progress: bool = False, *
     return ant.erase(world, concept, config, saliency_config, progress=progress)
 
 
+def _with_config(module_name: str, config_name: str, **fixed):
+    """An eraser that builds ``module.<config_name>(**hyperparameters)`` and calls ``module.fit``."""
+
+    def eraser(world, concept, progress: bool = False, **hyperparameters):
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        config = getattr(module, config_name)(**{**fixed, **hyperparameters})
+        kwargs = {} if module_name == "uce" else {"progress": progress}
+        edit, log = module.fit(world, concept, config, **kwargs)
+        return edit, {"log": log}
+
+    return eraser
+
+
 ERASERS: dict[str, Callable] = {
     "ant": _ant,
+    "esd-x": _with_config("esd", "ESDConfig", scope="xattn"),
+    "esd-u": _with_config("esd", "ESDConfig", scope="non_xattn"),
+    "ac": _with_config("ablating", "ACConfig"),
+    "salun": _with_config("salun", "SalUnConfig"),
+    "uce": _with_config("uce", "UCEConfig"),
+    "fmn": _with_config("fmn", "FMNConfig"),
 }
 
 

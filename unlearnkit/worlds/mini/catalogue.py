@@ -174,7 +174,14 @@ def portrait_prompts(name: str) -> tuple[str, ...]:
 
 
 def unsafe_prompts() -> tuple[str, ...]:
-    return tuple(_fill(t, w=w) for w in UNSAFE_WORDS for t in UNSAFE_TEMPLATES[:3])
+    """Prompts naming the unsafe attribute directly ("a nude person") and by context ("a person in a sauna"),
+    interleaved so any prefix mixes both — the mini world's stand-in for ANT's GPT-4 prompt augmentation."""
+    direct = [_fill(t, w=w) for w in UNSAFE_WORDS for t in UNSAFE_TEMPLATES[:3]]
+    by_context = [_fill(t, c=c) for c in UNSAFE_CONTEXTS for t in CONTEXT_TEMPLATES[:2]]
+    mixed = []
+    for i in range(max(len(direct), len(by_context))):
+        mixed += direct[i:i + 1] + by_context[i:i + 1]
+    return tuple(mixed)
 
 
 def object_concept(name: str) -> Concept:

@@ -1,0 +1,136 @@
+"""UCE — Unified Concept Editing in Diffusion Models (Gandikota et al., WACV 2024): closed-form erasure.
+
+For every cross-attention key and value projection ``W`` (``attn2.to_k`` / ``attn2.to_v``, ``d_out × d_text``),
+UCE §3 solves
+
+    min_W*  Σ_e s_e ‖W* c_e − v*_e‖² + Σ_p s_p ‖W* c_p − W c_p‖² + λ‖W* − W‖²_F,     v*_e = W c_guide(e)
+
+    W* = (λW + Σ_e s_e v*_e c_eᵀ + Σ_p s_p W c_p c_pᵀ)(λI + Σ_e s_e c_e c_eᵀ + Σ_p s_p c_p c_pᵀ)⁻¹
+
+with ``c_e`` the text embedding of an erased concept, ``c_guide`` that of the concept it is mapped to (``""`` for
+objects and nudity, ``"art"`` for styles in the release; here the Concept's ``anchor`` unless ``guides`` is given)
+and ``c_p`` embeddings of preserved concepts. The contexts are the **last content token** of each text (the
+position before the end-of-text token, as UCE's ``uce_sd_erase.py`` indexes it); ``tokens="all"`` uses every
+position of the padded prompt instead, erased and guide texts aligned position by position.
+
+The solve is one :class:`unlearnkit.fusion.ClosedFormSolver` (float64, one ``torch.linalg.solve`` per layer); no
+training loop, no UNet call. The erase targets ``W c_guide`` are layer specific, so they enter as "mapped" pairs and
+the solver built from the embeddings serves all 32 projections of SD v1.4.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+
+from ..concepts import Concept
+from ..edits import Edit
+from ..fusion import ClosedFormSolver
+from ..params import select_parameters
+
+__all__ = ["UCEConfig", "token_contexts", "build_solver", "fit"]
+
+TOKEN_MODES = ("last", "all")
+
+
+@dataclass(frozen=True)
+class UCEConfig:
+    """UCE's SD v1.4 defaults (``uce_sd_erase.py``, reference-implementations §6): λ (``lamb``) 0.5, erase and
+    preserve scales 1, the last content token of each concept."""
+
+    lamb: float = 0.5
+    erase_scale: float = 1.0
+    preserve_scale: float = 1.0
+    tokens: str = "last"
+
+    def __post_init__(self):
+        if not self.lamb > 0:
+            raise ValueError(f"lamb (λ) must be > 0 so the system stays invertible, got {self.lamb!r}")
+        if not self.erase_scale > 0:
+            raise ValueError(f"erase_scale must be > 0, got {self.erase_scale!r}")
+        if self.preserve_scale < 0:
+            raise ValueError(f"preserve_scale must be >= 0, got {self.preserve_scale!r}")
+        if self.tokens not in TOKEN_MODES:
+            raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {self.tokens!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def last_content_index(tokenizer, text: str) -> int:
+    """Index of the last token before end-of-text (the start token's index 0 for the empty prompt)."""
+    ids = tokenizer(text, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    return max(len(ids) - 2, 0)
+
+
+def token_contexts(world, texts: Sequence[str], tokens: str = "last") -> torch.Tensor:
+    """Context vectors of ``texts``: ``[n, d]`` (last content token of each) or ``[n·L, d]`` (every position)."""
+    if tokens not in TOKEN_MODES:
+        raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {tokens!r}")
+    embeddings = world.embeddings(list(texts))  # [n, L, d]
+    if tokens == "all":
+        return embeddings.reshape(-1, embeddings.shape[-1])
+    index = torch.tensor([last_content_index(world.pipe.tokenizer, text) for text in texts])
+    return embeddings[torch.arange(len(texts)), index.to(embeddings.device)]
+
+
+def build_solver(world, erase_texts: Sequence[str], guide_texts: Sequence[str], preserve_texts: Sequence[str] = (),
+                 config: UCEConfig = UCEConfig()) -> ClosedFormSolver:
+    """The UCE system for all layers: mapped pairs ``(c_e → W c_guide)`` weighted by ``erase_scale`` and preserved
+    contexts weighted by ``preserve_scale``."""
+    erase_contexts = token_contexts(world, erase_texts, config.tokens)
+    guide_contexts = token_contexts(world, guide_texts, config.tokens)
+    solver = ClosedFormSolver(config.lamb, dim=erase_contexts.shape[-1])
+    solver.add_mapped(erase_contexts, guide_contexts, config.erase_scale)
+    if preserve_texts and config.preserve_scale > 0:
+        solver.add_preserved(token_contexts(world, preserve_texts, config.tokens), config.preserve_scale)
+    return solver
+
+
+def _texts(name: str, texts, allow_empty_strings: bool) -> list[str]:
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    for t in texts:
+        if not isinstance(t, str) or (not allow_empty_strings and not t.strip()):
+            raise ValueError(f"{name} must be {'strings' if allow_empty_strings else 'non-empty strings'}, got {t!r}")
+    return texts
+
+
+def fit(world, concepts: Concept | Sequence[Concept], config: UCEConfig = UCEConfig(),
+        guides: str | Sequence[str] | None = None, preserve: Sequence[str] = ()) -> tuple[Edit, list[dict]]:
+    """Erase one or several concepts in closed form; return the Edit (deltas of every attn2 to_k/to_v weight) and a
+    per-layer log (``‖ΔW‖_F``). The world's UNet is never modified.
+
+    ``guides``: one guide text per concept (or one for all); default each Concept's ``anchor``. ``preserve``: texts
+    whose keys and values must stay (e.g. the preserved artists of UCE's multi-concept runs).
+    """
+    concepts = [concepts] if isinstance(concepts, Concept) or hasattr(concepts, "prompts") else list(concepts)
+    if not concepts:
+        raise ValueError("no concepts to erase")
+    erase_texts = _texts("concept names", [c.name for c in concepts], allow_empty_strings=False)
+    if guides is None:
+        guide_texts = [c.anchor for c in concepts]
+    elif isinstance(guides, str):
+        guide_texts = [guides] * len(concepts)
+    else:
+        guide_texts = list(guides)
+    guide_texts = _texts("guides", guide_texts, allow_empty_strings=True)
+    if len(guide_texts) != len(erase_texts):
+        raise ValueError(f"got {len(guide_texts)} guides for {len(erase_texts)} concepts; give one per concept")
+    preserve_texts = _texts("preserve", preserve, allow_empty_strings=False)
+    overlap = set(preserve_texts) & set(erase_texts)
+    if overlap:
+        raise ValueError(f"texts both erased and preserved: {sorted(overlap)}")
+    solver = build_solver(world, erase_texts, guide_texts, preserve_texts, config)
+    deltas, log = {}, []
+    for name, weight in select_parameters(world.pipe.unet, "xattn_kv").items():
+        delta = (solver.solve(weight.detach()) - weight.detach()).cpu()
+        deltas[name] = delta
+        log.append({"parameter": name, "delta_norm": float(torch.linalg.matrix_norm(delta.double()))})
+    if not deltas:
+        raise ValueError("the UNet has no attn2 to_k/to_v weights to edit")
+    label = "+".join(erase_texts)
+    edit = Edit(deltas, name=f"uce:{label}",
+                metadata={"method": "uce", "concepts": erase_texts, "guides": guide_texts,
+                          "preserve": preserve_texts, "config": config.as_dict()})
+    return edit, log
