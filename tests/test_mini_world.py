@@ -1,5 +1,4 @@
 """The mini world: generator labels, determinism, tokenizer, pipeline round trip, evaluators, input validation."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -217,3 +217,22 @@ class TrainableDelta:
                 p.copy_(self.original[n])
             else:
                 p.data[self.masks[n]] = self.original[n]
+
+
+@contextmanager
+def training_in_place(unet: torch.nn.Module, names: list[str],
+                      masks: dict[str, torch.Tensor] | None = None) -> Iterator[TrainableDelta]:
+    """Make exactly ``names`` trainable (optionally masked), yield the :class:`TrainableDelta`, and afterwards put
+    every trained value and every ``requires_grad`` flag back — the world's UNet leaves unchanged."""
+    delta = TrainableDelta(unet, names, masks)
+    requires_grad = {n: p.requires_grad for n, p in unet.named_parameters()}
+    unet.requires_grad_(False)
+    for p in delta.params.values():
+        p.requires_grad_(True)
+    try:
+        yield delta
+    finally:
+        delta.reset()
+        for n, p in unet.named_parameters():
+            p.requires_grad_(requires_grad[n])
+            p.grad = None

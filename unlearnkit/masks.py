@@ -85,6 +85,13 @@ def nonempty(mask: Mask) -> Mask:
     return {k: v for k, v in mask.items() if bool(v.any())}
 
 
+def check_mask_in_scope(mask: Mask, scoped: Mapping[str, torch.Tensor], scope: str) -> None:
+    """Raise a KeyError naming the first mask entries that lie outside the parameter scope."""
+    unknown = [k for k in mask if k not in scoped]
+    if unknown:
+        raise KeyError(f"mask names parameters outside scope {scope!r}: {unknown[:3]}")
+
+
 def mask_gradients_(params: Mapping[str, torch.nn.Parameter], mask: Mask) -> None:
     """In place: ``∇θ ← M ⊙ ∇θ`` (ANT Eq. 6)."""
     for name, p in params.items():

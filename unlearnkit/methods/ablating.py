@@ -13,25 +13,24 @@ AC pairs captions by substituting the anchor word with the concept (``--caption_
 pairs (the mini world builds both from the same templates), otherwise the concept prompt is drawn at random.
 
 This module also holds the two pieces ESD, SalUn and FMN share with AC: :func:`generate_latents` (training images
-drawn once from the frozen model) and :func:`training_in_place` (train a scope in place, reset it afterwards).
+drawn once from the frozen model); training in place is :func:`unlearnkit.edits.training_in_place`.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ..concepts import Concept
 from ..diffusion import predict_eps, q_sample
-from ..edits import Edit, TrainableDelta
+from ..edits import Edit, training_in_place
 from ..losses.ablation import anchor_mapping_loss
 from ..params import select_parameters, scope_names
 from ..sampling import SamplerSettings, cfg_guidance, sample_latents
 
-__all__ = ["ACConfig", "GeneratedLatents", "generate_latents", "training_in_place", "noised", "random_batch",
+__all__ = ["ACConfig", "GeneratedLatents", "generate_latents", "noised", "random_batch",
            "anchor_prompts_of", "fit"]
 
 
@@ -77,25 +76,6 @@ def generate_latents(world, prompts: Sequence[str], count: int, settings: Sample
                                 guidance=cfg_guidance(settings.guidance_scale), embeddings=world.embeddings,
                                 batch_size=batch_size)
     return GeneratedLatents(latents, tuple(chosen))
-
-
-@contextmanager
-def training_in_place(unet: torch.nn.Module, names: list[str],
-                      masks: dict[str, torch.Tensor] | None = None) -> Iterator[TrainableDelta]:
-    """Make exactly ``names`` trainable (optionally masked), yield the :class:`TrainableDelta`, and afterwards put
-    every trained value and every ``requires_grad`` flag back — the world's UNet leaves unchanged."""
-    delta = TrainableDelta(unet, names, masks)
-    requires_grad = {n: p.requires_grad for n, p in unet.named_parameters()}
-    unet.requires_grad_(False)
-    for p in delta.params.values():
-        p.requires_grad_(True)
-    try:
-        yield delta
-    finally:
-        delta.reset()
-        for n, p in unet.named_parameters():
-            p.requires_grad_(requires_grad[n])
-            p.grad = None
 
 
 def random_batch(generator: torch.Generator, size: int, batch: int) -> torch.Tensor:

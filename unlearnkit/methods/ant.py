@@ -11,16 +11,16 @@ The saliency map M* (Eq. 4–5) intersects gradient maps over N_c prompts × N_s
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from ..concepts import Concept
 from ..diffusion import predict_eps, validate_paper_step
-from ..edits import Edit, TrainableDelta
+from ..edits import Edit, TrainableDelta, training_in_place
 from ..losses.trajectory import STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps, trajectory_loss_terms
-from ..masks import Mask, SaliencyThreshold, intersect_saliency_maps, nonempty, saliency_map
+from ..masks import Mask, SaliencyThreshold, check_mask_in_scope, intersect_saliency_maps, nonempty, saliency_map
 from ..params import select_parameters
 from ..sampling import SamplerSettings, cfg_guidance, sample_latents
 
@@ -168,23 +168,16 @@ def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | N
     unet = world.pipe.unet
     scoped = select_parameters(unet, config.scope)
     if mask is not None:
-        unknown = [k for k in mask if k not in scoped]
-        if unknown:
-            raise KeyError(f"mask names parameters outside scope {config.scope!r}: {unknown[:3]}")
+        check_mask_in_scope(mask, scoped, config.scope)
         mask = nonempty(mask)
         if not mask:
             raise ValueError("the saliency mask selects no parameter: lower gamma or raise keep_fraction")
     names = list(mask) if mask is not None else list(scoped)
-    requires_grad = {n: p.requires_grad for n, p in unet.named_parameters()}
-    unet.requires_grad_(False)
-    delta = TrainableDelta(unet, names, mask)
-    for p in delta.params.values():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(list(delta.params.values()), lr=config.lr)
-    step = ANTStep(world, delta, config)
     generator = torch.Generator().manual_seed(config.seed)
     log = []
-    try:
+    with training_in_place(unet, names, mask) as delta:
+        opt = torch.optim.Adam(list(delta.params.values()), lr=config.lr)
+        step = ANTStep(world, delta, config)
         for it in tqdm(range(config.iterations), desc=f"ANT {concept.name}", disable=not progress):
             prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
             seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
@@ -197,16 +190,7 @@ def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | N
         edit = delta.to_edit(name=f"ant:{concept.name}",
                              metadata={"method": "ant", "concept": concept.name, "config": config.as_dict(),
                                        "masked": mask is not None})
-    finally:
-        delta.reset()
-        for n, p in unet.named_parameters():
-            p.requires_grad_(requires_grad[n])
-            p.grad = None
     return edit, log
-
-
-def with_weights(config: ANTConfig, weights: TrajectoryLossWeights) -> ANTConfig:
-    return replace(config, weights=weights)
 
 
 def erase(world, concept: Concept, config: ANTConfig = ANTConfig(), saliency: SaliencyConfig | None = SaliencyConfig(),

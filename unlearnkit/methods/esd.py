@@ -24,7 +24,7 @@ from ..edits import Edit
 from ..losses.esd import esd_loss
 from ..params import scope_names, select_parameters
 from ..sampling import SamplerSettings, cfg_guidance, sample_latents
-from .ablating import training_in_place
+from ..edits import training_in_place
 
 __all__ = ["ESDConfig", "ESD_X", "ESD_U", "fit"]
 

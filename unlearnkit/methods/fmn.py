@@ -28,7 +28,8 @@ from ..edits import Edit
 from ..losses.fmn import attention_resteering_loss, concept_token_mask
 from ..params import cross_attention_modules, scope_names, select_parameters
 from ..sampling import SamplerSettings
-from .ablating import GeneratedLatents, generate_latents, noised, random_batch, training_in_place
+from ..edits import training_in_place
+from .ablating import GeneratedLatents, generate_latents, noised, random_batch
 
 __all__ = ["FMNConfig", "AttentionProbabilityRecorder", "recording_cross_attention", "concept_token_masks", "fit"]
 

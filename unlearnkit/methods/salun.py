@@ -30,10 +30,11 @@ from ..concepts import Concept
 from ..diffusion import guided_eps, predict_eps
 from ..edits import Edit
 from ..losses.ablation import salun_loss_terms
-from ..masks import Mask, SaliencyThreshold, count_active, nonempty, saliency_map
+from ..masks import Mask, SaliencyThreshold, check_mask_in_scope, count_active, nonempty, saliency_map
 from ..params import scope_names, select_parameters
 from ..sampling import SamplerSettings
-from .ablating import GeneratedLatents, anchor_prompts_of, generate_latents, noised, random_batch, training_in_place
+from ..edits import training_in_place
+from .ablating import GeneratedLatents, anchor_prompts_of, generate_latents, noised, random_batch
 
 __all__ = ["SalUnConfig", "global_saliency_mask", "saliency_mask", "fit"]
 
@@ -156,9 +157,7 @@ def fit(world, concept: Concept, config: SalUnConfig = SalUnConfig(), mask: Mask
     unet = world.pipe.unet
     scoped = select_parameters(unet, config.scope)
     if mask is not None:
-        unknown = [k for k in mask if k not in scoped]
-        if unknown:
-            raise KeyError(f"mask names parameters outside scope {config.scope!r}: {unknown[:3]}")
+        check_mask_in_scope(mask, scoped, config.scope)
     for name, data in (("forget", forget_data), ("retain", retain_data)):
         if data is not None:
             if not isinstance(data, GeneratedLatents):

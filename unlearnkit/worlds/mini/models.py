@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
 
 from . import catalogue as cat
 from .vocab import MAX_LENGTH
