@@ -12,7 +12,7 @@ AC pairs captions by substituting the anchor word with the concept (``--caption_
 :class:`~unlearnkit.concepts.Concept` whose ``prompts`` and ``anchor_prompts`` have the same length is read as such
 pairs (the mini world builds both from the same templates), otherwise the concept prompt is drawn at random.
 
-This module also holds the two pieces ESD, SalUn and FMN share with AC: :func:`generate_latents` (training images
+This module also holds what ESD, SalUn and FMN share with AC: :func:`generate_latents` (training images
 drawn once from the frozen model); training in place is :func:`unlearnkit.edits.training_in_place`.
 """
 from __future__ import annotations
