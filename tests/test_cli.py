@@ -151,3 +151,68 @@ def test_failing_notebook_exits_1_naming_notebook_and_cell_keeping_earlier_outpu
     assert (preset_dir / "executed" / "02_single_concept_nsfw.ipynb").is_file()
     assert (preset_dir / "executed" / "01_cfg_reversal.ipynb").is_file()
     assert (preset_dir / "01_cfg_reversal" / "received.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------- erase and export
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if any model would be loaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded although the command line was invalid")
+
+    monkeypatch.setattr(cli, "load_world_for", refuse)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--method", "nope", "--concept", "tench"], "nope"),
+    (["--method", "uce", "--concept", " "], "--concept"),
+    (["--method", "uce", "--concept", "tench", "--concept", "church"], "one concept"),
+    (["--method", "esd-x", "--concept", "tench", "--set", "lr=-1"], "lr"),
+    (["--method", "esd-x", "--concept", "tench", "--set", "learning_rate=1"], "learning_rate"),
+    (["--method", "sculpting", "--concept", "tench", "--set", "keep_fraction=1.5"], "keep_fraction"),
+    (["--method", "uce", "--concept", "tench", "--set", "oops"], "KEY=VALUE"),
+    (["--method", "uce", "--concept", "tench", "--model", "/no/such/folder"], "/no/such/folder"),
+])
+def test_erase_rejects_bad_input_before_loading_a_model(argv, named, tmp_path, no_model, capsys):
+    status, stderr = exit_status_and_stderr(["erase", *argv, "--out", str(tmp_path / "out")], capsys)
+    assert status == 2 and named in stderr
+
+
+def test_erase_refuses_a_non_empty_out_dir(tmp_path, no_model, capsys):
+    (tmp_path / "keep.txt").write_text("x")
+    status, stderr = exit_status_and_stderr(["erase", "--method", "uce", "--concept", "tench", "--out", str(tmp_path)],
+                                            capsys)
+    assert status == 2 and "not empty" in stderr
+
+
+def test_export_rejects_bad_input_before_loading_a_model(tmp_path, no_model, capsys):
+    status, stderr = exit_status_and_stderr(["export", str(tmp_path / "missing.safetensors"), "--format", "lora",
+                                             "--out", str(tmp_path / "o")], capsys)
+    assert status == 2 and "missing.safetensors" in stderr
+    edit_file = tmp_path / "e.safetensors"
+    edit_file.write_bytes(b"")
+    status, stderr = exit_status_and_stderr(["export", str(edit_file), "--format", "onnx", "--out",
+                                             str(tmp_path / "o")], capsys)
+    assert status == 2 and "onnx" in stderr
+
+
+def test_erase_then_export_lora_on_the_mini_world(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file
+
+    from unlearnkit.edits import Edit
+
+    out = tmp_path / "uce"
+    assert cli.main(["erase", "--method", "uce", "--concept", "tench", "--out", str(out)]) == 0
+    record = json.loads((out / "erase.json").read_text())
+    assert record["parameters"]["method"] == "uce" and record["parameters"]["concepts"] == ["tench"]
+    assert "git" in record and "versions" in record
+    edit = Edit.load(out / "edit.safetensors")
+    assert edit.deltas and all(".attn2.to_" in name for name in edit.deltas)
+    assert cli.main(["export", str(out / "edit.safetensors"), "--format", "lora", "--out", str(tmp_path / "lora")]) == 0
+    lora = load_file(str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
+    assert len(lora) == 2 * len(edit.deltas) and all(key.startswith("unet.") for key in lora)

@@ -1,7 +1,13 @@
-"""``unlearnkit`` command line: ``unlearnkit reproduce --preset mini|paper`` runs the notebooks headless.
+"""``unlearnkit`` command line: reproduce the notebooks, erase a concept, export an erased model.
 
-Each notebook gets its preset parameters (plus command-line overrides and its own ``output_dir``) injected
-by papermill, and its executed copy is kept under ``<output-dir>/<preset>/executed/``.
+* ``unlearnkit reproduce --preset mini|paper`` runs the notebooks headless: each gets its preset parameters (plus
+  command-line overrides and its own ``output_dir``) injected by papermill, and its executed copy is kept under
+  ``<output-dir>/<preset>/executed/``.
+* ``unlearnkit erase --method M --concept C --out DIR`` erases a concept and writes the Edit (safetensors) and a
+  record of how it was made.
+* ``unlearnkit export EDIT --format diffusers|lora --out DIR`` turns an Edit into files standard diffusers code loads.
+
+Every command checks its inputs (names, paths, hyperparameters) before loading a model.
 """
 
 from __future__ import annotations
@@ -170,6 +176,224 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- erase and export
+
+METHOD_ALIASES = {"esd": "esd-x"}
+MULTI_CONCEPT_METHODS = ("sculpting",)
+MINI_MODEL = "mini"
+
+
+def parse_assignments(assignments: list[str] | None) -> dict:
+    """``["lr=1e-4", "scope=xattn"]`` -> ``{"lr": 0.0001, "scope": "xattn"}`` (values read as JSON, else text)."""
+    parsed = {}
+    for item in assignments or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            parsed[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = text
+    return parsed
+
+
+def check_model_argument(model: str) -> None:
+    """``mini`` or an existing diffusers folder (it must hold ``model_index.json``)."""
+    if model == MINI_MODEL:
+        return
+    folder = Path(model).expanduser()
+    if not (folder / "model_index.json").is_file():
+        raise UsageError(f"--model {model}: not 'mini' and not a diffusers folder (no model_index.json there); "
+                         f"download SD v1.4 once into a local folder and pass that folder")
+
+
+def check_out_dir(out: str, force: bool) -> Path:
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise UsageError(f"--out {out} is not empty; pass --force to write into it")
+    return folder
+
+
+def load_world_for(model: str, device: str):
+    from .worlds import load_world
+
+    if model == MINI_MODEL:
+        return load_world("mini", device=device)
+    return load_world("paper", device=device, model_path=str(Path(model).expanduser()))
+
+
+def resolve_concepts(world, names: list[str], prompts: list[str] | None, anchor: str | None):
+    """The world's concepts by name, with ``--prompt`` / ``--anchor`` overriding theirs."""
+    from dataclasses import replace
+
+    concepts = []
+    for name in names:
+        concept = world.concept(name)
+        if prompts:
+            concept = replace(concept, prompts=tuple(prompts))
+        if anchor is not None:
+            concept = replace(concept, anchor=anchor)
+        concepts.append(concept)
+    return concepts
+
+
+def check_erase_arguments(args: argparse.Namespace) -> tuple[str, dict, Path]:
+    """Everything ``erase`` can check without a model: method, concepts, hyperparameters, paths."""
+    from . import methods
+
+    method = METHOD_ALIASES.get(args.method, args.method)
+    known = sorted([*methods.ERASERS, *MULTI_CONCEPT_METHODS, *METHOD_ALIASES])
+    if method not in methods.ERASERS and method not in MULTI_CONCEPT_METHODS:
+        raise UsageError(f"--method {args.method!r} is not known; known methods: {', '.join(known)}")
+    for name in args.concept:
+        if not name.strip():
+            raise UsageError("--concept is empty: name the concept to erase")
+    if len(set(args.concept)) != len(args.concept):
+        raise UsageError(f"--concept repeats a concept: {args.concept}")
+    if len(args.concept) > 1 and method not in MULTI_CONCEPT_METHODS:
+        raise UsageError(f"--method {method} erases one concept per run; got {len(args.concept)} "
+                         f"(multi-concept methods: {', '.join(MULTI_CONCEPT_METHODS)})")
+    if args.prompt is not None and any(not p.strip() for p in args.prompt):
+        raise UsageError("--prompt is empty")
+    hyperparameters = parse_assignments(args.set)
+    try:
+        if method == "sculpting":
+            sculpting_config(args.model, hyperparameters)
+        else:
+            methods.check_hyperparameters(method, **hyperparameters)
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"--set: {error}") from None
+    check_model_argument(args.model)
+    return method, hyperparameters, check_out_dir(args.out, args.force)
+
+
+def sculpting_config(model: str, hyperparameters: dict):
+    from .methods.sculpting import SculptingConfig
+
+    if model == MINI_MODEL:
+        return SculptingConfig.for_mini_world(**hyperparameters)
+    return SculptingConfig(**hyperparameters)
+
+
+def erase_command(args: argparse.Namespace) -> int:
+    """Erase the concept(s) and write ``edit.safetensors`` (+ per-stage edits for sequential methods) and
+    ``erase.json`` (what was run: method, concepts, hyperparameters, versions, git revision, wall time)."""
+    from . import methods
+    from .edits import Edit
+    from .generation import model_fingerprint
+    from .reports import provenance
+
+    method, hyperparameters, out = check_erase_arguments(args)
+    started = time.perf_counter()
+    world = load_world_for(args.model, args.device)
+    try:
+        concepts = resolve_concepts(world, args.concept, args.prompt, args.anchor)
+    except (ValueError, KeyError) as error:
+        raise UsageError(f"--concept: {error}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    if method == "sculpting":
+        from .methods import sculpting
+
+        stages, _ = sculpting.fit(world, concepts, sculpting_config(args.model, hyperparameters), progress=True)
+        for index, stage in enumerate(stages, start=1):
+            files[f"stage {index}"] = str(stage.save(out / f"stage_{index:02d}.safetensors"))
+        edit = Edit.total(stages)
+        edit.name = f"sculpting:{'+'.join(c.name for c in concepts)}"
+    else:
+        edit, _ = methods.erase(method, world, concepts[0], progress=True, **hyperparameters)
+    files["edit"] = str(edit.save(out / "edit.safetensors"))
+    record = provenance(
+        {"method": method, "concepts": [c.name for c in concepts], "prompts": [list(c.prompts) for c in concepts],
+         "anchors": [c.anchor for c in concepts], "hyperparameters": hyperparameters, "model": args.model,
+         "device": args.device},
+        extra={"model_id": model_fingerprint(world.pipe), "files": files, "changed_entries": edit.num_changed(),
+               "delta_l1_per_tensor": edit.norm_p(1)})
+    record["wall_time_s"] = round(time.perf_counter() - started, 3)
+    (out / "erase.json").write_text(json.dumps(record, indent=2))
+    print(f"erased {', '.join(c.name for c in concepts)} with {method} in {record['wall_time_s']:.1f} s; "
+          f"edit: {files['edit']}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Turn an Edit file into a diffusers folder or a diffusers LoRA folder."""
+    from .edits import Edit
+    from .export import FORMATS, export_edit
+
+    edit_path = Path(args.edit)
+    if not edit_path.is_file() or edit_path.suffix != ".safetensors":
+        raise UsageError(f"EDIT {args.edit}: expected an existing .safetensors file written by `unlearnkit erase`")
+    if args.format not in FORMATS:
+        raise UsageError(f"--format {args.format!r}: expected one of {', '.join(FORMATS)}")
+    if args.rank is not None and args.rank <= 0:
+        raise UsageError(f"--rank {args.rank}: must be a positive integer")
+    if args.rank is not None and args.format != "lora":
+        raise UsageError("--rank applies to --format lora only")
+    check_model_argument(args.model)
+    out = check_out_dir(args.out, args.force)
+    edit = Edit.load(edit_path)
+    pipe = load_world_for(args.model, args.device).pipe
+    try:
+        result = export_edit(edit, pipe, out, args.format, args.rank, args.drop_non_linear)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.format == "lora":
+        print(f"wrote a rank-{result.rank} LoRA to {out} (relative error {result.relative_error:.2e}; "
+              f"load with pipe.load_lora_weights({str(out)!r}))")
+        if result.dropped:
+            print(f"dropped {len(result.dropped)} non-linear deltas: {sorted(result.dropped)}")
+    else:
+        print(f"wrote the erased pipeline to {out} (load with StableDiffusionPipeline.from_pretrained({str(out)!r}))")
+    return 0
+
+
+def add_erase_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "erase", help="erase a concept and write the Edit (safetensors)",
+        description="Erase one concept (several, in order, for sequential methods) from a model and write "
+                    "DIR/edit.safetensors and DIR/erase.json. All inputs are checked before the model is loaded.")
+    parser.add_argument("--method", required=True,
+                        help="eraser: ant, sculpting, esd-x (alias esd), esd-u, ac, salun, uce, fmn, and any method "
+                             "registered in unlearnkit.methods.ERASERS")
+    parser.add_argument("--concept", required=True, action="append",
+                        help="concept to erase, as the world names it (mini: 'nudity', 'tench', a style or an identity; "
+                             "paper: 'nudity', an Imagenette class, or any text). Repeat for sequential methods.")
+    parser.add_argument("--prompt", action="append", help="a prompt naming the concept (repeat); replaces the world's")
+    parser.add_argument("--anchor", help="what the concept is mapped to (AC's anchor, Sculpting Memory's superclass)")
+    parser.add_argument("--model", default=MINI_MODEL,
+                        help="'mini' (the embedded mini world, default) or a local SD v1.4 diffusers folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="a hyperparameter of the method's config (repeat), value as JSON: --set lr=1e-5 "
+                             "--set scope=xattn; unknown keys and bad values are rejected before any compute")
+    parser.add_argument("--out", required=True, help="folder for edit.safetensors and erase.json")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    parser.set_defaults(handler=erase_command)
+    return parser
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export", help="export an Edit as a diffusers folder or a diffusers LoRA",
+        description="diffusers: the edited pipeline (StableDiffusionPipeline.from_pretrained(DIR)). lora: the edit as "
+                    "LoRA factors from a truncated SVD of each linear-weight delta (pipe.load_lora_weights(DIR)); "
+                    "exact at full rank.")
+    parser.add_argument("edit", help="an edit file written by `unlearnkit erase` (edit.safetensors)")
+    parser.add_argument("--format", required=True, help="diffusers or lora")
+    parser.add_argument("--model", default=MINI_MODEL, help="the model the edit was made on: 'mini' or a diffusers folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--rank", type=int, help="LoRA rank (default: exact, the largest rank of any delta)")
+    parser.add_argument("--drop-non-linear", action="store_true",
+                        help="LoRA only: drop deltas a LoRA cannot hold (biases, norms, convolutions) instead of failing")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    parser.set_defaults(handler=export_command)
+    return parser
+
+
 # ------------------------------------------------------------------------------------------------- interface
 
 
@@ -195,7 +419,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     """The top-level parser and its subcommand parsers by name."""
     parser = argparse.ArgumentParser(prog="unlearnkit", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = {"reproduce": add_reproduce_parser(subparsers)}
+    commands = {"reproduce": add_reproduce_parser(subparsers), "erase": add_erase_parser(subparsers),
+                "export": add_export_parser(subparsers)}
     return parser, commands
 
 

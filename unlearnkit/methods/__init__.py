@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Callable
 
 
-def _ant(world, concept, saliency: dict | None = None, progress: bool = False, **hyperparameters):
+def _ant_configs(saliency: dict | None = None, **hyperparameters):
+    """ANTConfig and SaliencyConfig from flat hyperparameters (loss weights by their Eq. (3) names)."""
     from . import ant
     from ..losses.trajectory import TrajectoryLossWeights
     from ..masks import SaliencyThreshold
@@ -24,7 +25,17 @@ def _ant(world, concept, saliency: dict | None = None, progress: bool = False, *
                                       select=saliency.pop("select", "top"))
         saliency_config = ant.SaliencyConfig(threshold=threshold, seeds=tuple(saliency.pop("seeds", (24, 42, 98, 403, 3407))),
                                              **saliency)
+    return config, saliency_config
+
+
+def _ant(world, concept, saliency: dict | None = None, progress: bool = False, **hyperparameters):
+    from . import ant
+
+    config, saliency_config = _ant_configs(saliency, **hyperparameters)
     return ant.erase(world, concept, config, saliency_config, progress=progress)
+
+
+_ant.check = _ant_configs
 
 
 def _with_config(module_name: str, config_name: str, **fixed):
@@ -39,6 +50,13 @@ def _with_config(module_name: str, config_name: str, **fixed):
         edit, log = module.fit(world, concept, config, **kwargs)
         return edit, {"log": log}
 
+    def check(**hyperparameters):
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        return getattr(module, config_name)(**{**fixed, **hyperparameters})
+
+    eraser.check = check
     return eraser
 
 
@@ -51,6 +69,20 @@ ERASERS: dict[str, Callable] = {
     "uce": _with_config("uce", "UCEConfig"),
     "fmn": _with_config("fmn", "FMNConfig"),
 }
+
+
+def check_hyperparameters(name: str, **hyperparameters):
+    """Build the method's config from ``hyperparameters`` without touching a model: bad names or values raise a
+    ValueError naming them, before any compute. Returns the config (``None`` if the method has no checker)."""
+    if name not in ERASERS:
+        raise ValueError(f"unknown method {name!r}; known methods: {sorted(ERASERS)}")
+    check = getattr(ERASERS[name], "check", None)
+    if check is None:
+        return None
+    try:
+        return check(**hyperparameters)
+    except TypeError as error:  # an unknown keyword: name it
+        raise ValueError(f"method {name!r}: bad hyperparameter ({error})") from None
 
 
 def erase(name: str, world, concept, **hyperparameters):
