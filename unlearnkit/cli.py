@@ -172,7 +172,9 @@ def reproduce(args: argparse.Namespace) -> int:
             return 1
         print(f"    done in {time.perf_counter() - started:.1f} s; executed copy: {executed}", flush=True)
         finished.append(stem)
-    print(f"all {len(finished)} notebooks finished; reports under {preset_root}")
+    from .report_index import write_index
+
+    print(f"all {len(finished)} notebooks finished; reports under {preset_root}; index: {write_index(args.output_dir)}")
     return 0
 
 

@@ -131,10 +131,47 @@ def format_markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([row(headers), separator, *body]) + "\n"
 
 
+MANIFEST_FILE = "manifest.json"
+CLAIMS_FILE = "claims.json"
+
+
+def _read_json_list_or_dict(path: Path, empty):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else empty
+
+
+def _register(out_dir: Path, name: str, entry: dict) -> None:
+    """Record an output in ``<out_dir>/manifest.json`` (what it is and which paper table/figure it regenerates)."""
+    path = out_dir / MANIFEST_FILE
+    manifest = _read_json_list_or_dict(path, {})
+    manifest[name] = entry
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def record_claim(out_dir: str | Path, claim: str, holds: bool, evidence: str, paper: str | None = None) -> dict:
+    """Record a verdict on a paper's claim, as measured in this run, in ``<out_dir>/claims.json``.
+
+    ``claim`` states what the paper says (e.g. "ANT lowers total NSFW detections below every baseline"),
+    ``holds`` whether this run's numbers agree, ``evidence`` the numbers, ``paper`` where the claim is made.
+    Re-recording the same claim replaces its verdict. :mod:`unlearnkit.report_index` collects these.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CLAIMS_FILE
+    claims = [c for c in _read_json_list_or_dict(path, []) if c["claim"] != claim]
+    entry = {"claim": claim, "holds": bool(holds), "evidence": evidence, "paper": paper}
+    claims.append(entry)
+    path.write_text(json.dumps(claims, indent=2), encoding="utf-8")
+    return entry
+
+
 def write_table(
-    df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None
+    df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None, regenerates: str | None = None
 ) -> tuple[Path, Path]:
-    """Write ``df`` as ``<name>.csv`` and ``<name>.md`` (with ``caption`` above the table) in ``out_dir``."""
+    """Write ``df`` as ``<name>.csv`` and ``<name>.md`` (with ``caption`` above the table) in ``out_dir``.
+
+    ``regenerates`` names the paper table it reproduces (e.g. "ANT Table 1"); it goes to the folder's manifest,
+    from which ``reports/README.md`` is built.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{name}.csv"
@@ -144,18 +181,21 @@ def write_table(
     if caption:
         markdown = f"*{caption}*\n\n{markdown}"
     md_path.write_text(markdown, encoding="utf-8")
+    _register(out_dir, md_path.name, {"kind": "table", "caption": caption, "regenerates": regenerates})
     return csv_path, md_path
 
 
 # --------------------------------------------------------------------------------------------------- figures
 
 
-def save_figure(fig: Figure, out_dir: str | Path, name: str, dpi: int = 120) -> Path:
-    """Save ``fig`` as ``<out_dir>/<name>.png`` and return the path."""
+def save_figure(fig: Figure, out_dir: str | Path, name: str, dpi: int = 120, caption: str | None = None,
+                regenerates: str | None = None) -> Path:
+    """Save ``fig`` as ``<out_dir>/<name>.png`` and return the path (``regenerates``: see :func:`write_table`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / (name if name.endswith(".png") else f"{name}.png")
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    _register(out_dir, path.name, {"kind": "figure", "caption": caption, "regenerates": regenerates})
     return path
 
 
