@@ -65,10 +65,14 @@ class SaliencyConfig:
     threshold: SaliencyThreshold = field(default_factory=lambda: SaliencyThreshold(keep_fraction=0.5))
     seeds: tuple[int, ...] = (24, 42, 98, 403, 3407)   # the seeds of the ANT release
     max_prompts: int | None = None
+    augment: int | None = None          # N_c prompts from the world's seeded prompt augmentation (None: the concept's)
+    augment_seed: int = 0
 
     def __post_init__(self):
         if not self.seeds:
             raise ValueError("SaliencyConfig.seeds is empty: give at least one seed")
+        if self.augment is not None and (not isinstance(self.augment, int) or self.augment <= 0):
+            raise ValueError(f"SaliencyConfig.augment must be a positive number of prompts or None, got {self.augment!r}")
 
 
 def _concept_prompts(concept: Concept | None, prompts) -> list[str]:
@@ -137,6 +141,10 @@ def saliency_mask(world, concept: Concept | None = None, prompts=None, config: A
 
     Returns ``(M*, active counts after each intersected map)`` — the counts are ANT Fig. 4's curve.
     """
+    if saliency.augment is not None and prompts is None:
+        if concept is None:
+            raise ValueError("prompt augmentation needs the concept")
+        prompts = world.augmented_prompts(concept, saliency.augment, saliency.augment_seed)
     prompts = _concept_prompts(concept, prompts)[: saliency.max_prompts]
     params = select_parameters(world.pipe.unet, config.scope)
     step = ANTStep(world, None, config)

@@ -339,6 +339,15 @@ class PaperWorld:
             raise ValueError(f"concept name must be a non-empty string, got {name!r}")
         return Concept(name, (name, f"a photo of {name}"), anchor="", kind="other")
 
+    def augmented_prompts(self, concept, num_prompts: int, seed: int = 0) -> list[str]:
+        """ANT's prompt augmentation (§3.3) by the seeded generator of :mod:`unlearnkit.prompt_augmentation`:
+        the concept's terms (NSFW: ANT's four erase prompts) in varied context templates."""
+        from unlearnkit import prompt_augmentation as pa
+
+        if concept.kind == "unsafe":
+            return pa.augmented_prompts(concept.prompts, num_prompts, seed, pa.DEFAULT_TEMPLATES)
+        return pa.augmented_prompts([concept.name], num_prompts, seed, pa.OBJECT_TEMPLATES)
+
     # --- evaluators -------------------------------------------------------------------------------------------
     def _weights(self, key: str, what: str):
         if key not in self.evaluator_weights:

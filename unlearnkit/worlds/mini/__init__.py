@@ -53,6 +53,13 @@ class MiniWorld:
     def concept(self, name: str) -> Concept:
         return catalogue.concept(name)
 
+    def augmented_prompts(self, concept: Concept, num_prompts: int, seed: int = 0) -> list[str]:
+        """ANT's prompt augmentation (§3.3) in the mini world's closed vocabulary: ``num_prompts`` drawn (seeded)
+        from every catalogue wording of the concept (:func:`catalogue.augmentation_candidates`)."""
+        from unlearnkit.prompt_augmentation import draw_prompts
+
+        return draw_prompts(catalogue.augmentation_candidates(concept), num_prompts, seed)
+
     # --- evaluation ---------------------------------------------------------------------------------------------
     def detect(self, concept: Concept | str, images) -> np.ndarray:
         """Boolean ``[N]``: does the concept's evaluator recognise the concept in each image?

@@ -184,6 +184,16 @@ def unsafe_prompts() -> tuple[str, ...]:
     return tuple(mixed)
 
 
+def augmentation_candidates(concept: Concept) -> list[str]:
+    """Every wording of ``concept`` the catalogue can write (all templates, not the training subset): the pool
+    from which ANT's augmented saliency prompts are drawn in the mini world."""
+    if concept.kind == "unsafe":
+        direct = [_fill(t, w=w) for w in UNSAFE_WORDS for t in UNSAFE_TEMPLATES]
+        by_context = [_fill(t, c=c) for c in UNSAFE_CONTEXTS for t in CONTEXT_TEMPLATES]
+        return direct + by_context
+    return list(concept.prompts)
+
+
 def object_concept(name: str) -> Concept:
     if name not in OBJECTS:
         raise ValueError(f"unknown object {name!r}; the mini world's objects are {OBJECTS}")
