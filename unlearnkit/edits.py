@@ -162,9 +162,9 @@ class TrainableDelta:
     @torch.no_grad()
     def _swap(self) -> None:
         for n, p in self.params.items():
-            if self.masks is None:
-                current = p.detach().clone()
-                p.copy_(self.original[n])
+            if self.masks is None:      # exchange storages: O(1), no copy of the tensor
+                current = p.data
+                p.data = self.original[n]
             else:
                 current = p.detach()[self.masks[n]].clone()
                 p.data[self.masks[n]] = self.original[n]

@@ -17,7 +17,8 @@ that ``d_in × d_in`` "mapped" Gram apart, so one accumulator built from text em
 the same ``d_in`` and :meth:`ClosedFormSolver.solve` applies it to each layer's own ``W``. Explicit targets (MACE /
 ANT fusion: ``v = (W + ΔW_i)c``) are layer specific and fix ``d_out``.
 
-Everything is accumulated and solved in float64 with one ``torch.linalg.solve`` per layer (no explicit inverse).
+Everything is accumulated and solved in float64: the system matrix is LU-factored once and each layer costs one
+triangular solve (no explicit inverse).
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class ClosedFormSolver:
         self.mapped: torch.Tensor | None = None  # Σ w a cᵀ, targets W·a         [d_in, d_in]
         self.mat2: torch.Tensor | None = None    # Σ w c cᵀ                      [d_in, d_in]
         self.count = 0
+        self._factor = None                      # LU of (λI + mat2)ᵀ, reset by every add
 
     # --- accumulating -----------------------------------------------------------------------------------------
     def _init(self, d_in: int, device) -> None:
@@ -97,6 +99,7 @@ class ClosedFormSolver:
         c, v = c.to(self.device), v.to(self.device)
         self._add_mat1(weight * v.T @ c)
         self.mat2 += weight * c.T @ c
+        self._factor = None
         self.count += c.shape[0]
         return self
 
@@ -113,6 +116,7 @@ class ClosedFormSolver:
         c, a = c.to(self.device), a.to(self.device)
         self.mapped += weight * a.T @ c
         self.mat2 += weight * c.T @ c
+        self._factor = None
         self.count += c.shape[0]
         return self
 
@@ -131,6 +135,7 @@ class ClosedFormSolver:
             raise ValueError(f"mat2 must be square [d_in, d_in], got {tuple(m2.shape)}")
         self._init(m2.shape[1], m2.device)
         self.mat2 += weight * m2.to(self.device)
+        self._factor = None
         if mat1 is not None:
             m1 = _as_rows("mat1", mat1)
             if m1.shape[1] != self.dim:
@@ -144,11 +149,28 @@ class ClosedFormSolver:
         return self
 
     # --- solving ----------------------------------------------------------------------------------------------
-    def solve(self, weight: torch.Tensor) -> torch.Tensor:
+    def _lhs_factor(self):
+        """LU factors of ``(λI + mat2)ᵀ``, computed once and shared by every layer solved with this system."""
+        if self._factor is None:
+            lhs = self.lam * torch.eye(self.dim, dtype=torch.float64, device=self.device) + self.mat2
+            lu, pivots, info = torch.linalg.lu_factor_ex(lhs.T)
+            if int(info) != 0:
+                raise torch.linalg.LinAlgError(
+                    f"the fusion system (λI + Σ w c cᵀ) is singular (λ = {self.lam}): the contexts do not span "
+                    f"R^{self.dim}; raise λ or add preservation contexts")
+            self._factor = (lu, pivots)
+        return self._factor
+
+    def solve(self, weight: torch.Tensor, mat1: torch.Tensor | None = None) -> torch.Tensor:
         """``W* = (λW + mat1 + W·mapped)(λI + mat2)⁻¹`` for the layer weight ``W`` ``[d_out, d_in]``.
 
-        Computed in float64 as one linear solve ``(λI + mat2)ᵀ W*ᵀ = (λW + mat1 + W·mapped)ᵀ``; returned in
-        ``W``'s dtype and device.
+        ``mat1`` (optional, ``[d_out, d_in]``) adds layer-specific explicit targets ``Σ w v cᵀ`` to those accumulated
+        with :meth:`add_targets` — MACE / ANT Eq. (7) fusion passes ``Σ_i ΔW_i G_i`` here, so one Gram system built
+        from text embeddings serves every layer. The contexts of such targets must be in ``mat2`` already (e.g.
+        via :meth:`add_gram` with ``mapped=G_i`` for the ``W c`` part of ``(W + ΔW_i) c``).
+
+        Computed in float64 as a linear solve ``(λI + mat2)ᵀ W*ᵀ = (λW + mat1 + W·mapped)ᵀ`` (the LU factors of the
+        left side are computed once per system and reused across layers); returned in ``W``'s dtype and device.
         """
         if self.mat2 is None:
             raise ValueError("nothing to solve: add context/target pairs or Gram matrices first")
@@ -156,11 +178,12 @@ class ClosedFormSolver:
             raise ValueError(f"weight must be [d_out, {self.dim}], got {tuple(weight.shape)}")
         w = weight.detach().to(self.device, torch.float64)
         rhs = self.lam * w + w @ self.mapped
-        if self.mat1 is not None:
-            if self.mat1.shape[0] != w.shape[0]:
-                raise ValueError(f"explicit targets have width {self.mat1.shape[0]}, the weight has "
-                                 f"d_out = {w.shape[0]}")
-            rhs = rhs + self.mat1
-        lhs = self.lam * torch.eye(self.dim, dtype=torch.float64, device=self.device) + self.mat2
-        solved = torch.linalg.solve(lhs.T, rhs.T).T
+        for name, extra in (("explicit targets", self.mat1), ("mat1", mat1)):
+            if extra is None:
+                continue
+            if extra.shape != w.shape:
+                raise ValueError(f"{name} have shape {tuple(extra.shape)}, the weight has {tuple(w.shape)}")
+            rhs = rhs + extra.detach().to(self.device, torch.float64)
+        lu, pivots = self._lhs_factor()
+        solved = torch.linalg.lu_solve(lu, pivots, rhs.T).T
         return solved.to(weight.device, weight.dtype)

@@ -60,6 +60,44 @@ def _with_config(module_name: str, config_name: str, **fixed):
     return eraser
 
 
+def _sepme(function_name: str):
+    """A SepME-family eraser: ``SepMEConfig(**hyperparameters)`` → ``sepme.<function_name>(world, concept, config)``
+    (``"sepme"``: the concept's single decoupled increment; ``"gcirs"``: G-CiRs on all cross-attention)."""
+
+    def check(**hyperparameters):
+        from . import sepme
+
+        return sepme.SepMEConfig(**hyperparameters)
+
+    def eraser(world, concept, progress: bool = False, **hyperparameters):
+        from . import sepme
+
+        edit, log = getattr(sepme, function_name)(world, concept, check(**hyperparameters), progress=progress)
+        return edit, {"log": log}
+
+    eraser.check = check
+    return eraser
+
+
+def _mace_configs(objective: str = "ant", fusion: dict | None = None, **hyperparameters):
+    """MACEConfig (loss weights by name or an ANT Table 4 config letter) and FusionConfig (ANT Eq. 7)."""
+    from . import mace
+
+    return mace.MACEConfig(objective=objective, **hyperparameters), mace.FusionConfig(**(fusion or {}))
+
+
+def _mace(world, concept, objective: str = "ant", fusion: dict | None = None, preserve_texts=None,
+          progress: bool = False, **hyperparameters):
+    """Per-concept LoRA(s) + closed-form fusion; ``concept`` may be one Concept or a list (mass erasure)."""
+    from . import mace
+
+    config, fusion_config = _mace_configs(objective, fusion, **hyperparameters)
+    return mace.erase(world, concept, config, fusion_config, preserve_texts=preserve_texts, progress=progress)
+
+
+_mace.check = _mace_configs
+
+
 ERASERS: dict[str, Callable] = {
     "ant": _ant,
     "esd-x": _with_config("esd", "ESDConfig", scope="xattn"),
@@ -68,6 +106,9 @@ ERASERS: dict[str, Callable] = {
     "salun": _with_config("salun", "SalUnConfig"),
     "uce": _with_config("uce", "UCEConfig"),
     "fmn": _with_config("fmn", "FMNConfig"),
+    "gcirs": _sepme("fit_gcirs_single"),
+    "sepme": _sepme("fit"),
+    "mace": _mace,
 }
 
 

@@ -1,0 +1,121 @@
+"""Text-side helpers the attacks share: uncached encoding, the tokenizer's whole-word vocabulary, and an embedding
+table that lets :func:`unlearnkit.sampling.sample_latents` generate from precomputed (soft) prompt embeddings.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..diffusion import TextEmbeddingCache
+
+# encode(texts) -> [B, L, d] last hidden states of the (original) text encoder
+Encoder = Callable[[Sequence[str]], torch.Tensor]
+
+__all__ = ["Encoder", "validate_prompts_and_seeds", "text_encoder_fn", "vocabulary_words", "PromptEmbeddings",
+           "soft_prompt_key"]
+
+
+def validate_prompts_and_seeds(prompts, seeds) -> tuple[list[str], list[int]]:
+    """The attacks' shared input check: a non-empty list of non-empty prompts and one integer seed each."""
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of strings, not one string: {prompts!r}")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty: give at least one prompt to attack")
+    bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
+    if bad:
+        raise ValueError(f"prompts must be non-empty strings, got {bad[:3]!r}")
+    seeds = list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"seeds must be integers, got {type(s).__name__}: {s!r}")
+    return prompts, [int(s) for s in seeds]
+
+
+def text_encoder_fn(tokenizer, text_encoder, batch_size: int = 512) -> Encoder:
+    """``encode(texts) -> [B, L, d]`` without a cache.
+
+    The concept-vector search encodes thousands of throw-away candidate prompts; a :class:`TextEmbeddingCache`
+    would keep every one of them, so the attacks encode through this instead.
+    """
+    device = next(text_encoder.parameters()).device
+
+    @torch.no_grad()
+    def encode(texts: Sequence[str]) -> torch.Tensor:
+        texts = list(texts)
+        out = []
+        for start in range(0, len(texts), batch_size):
+            ids = tokenizer(texts[start:start + batch_size], padding="max_length",
+                            max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            out.append(text_encoder(ids.to(device))[0].float())
+        return torch.cat(out)
+
+    return encode
+
+
+def vocabulary_words(tokenizer, exclude: Sequence[str] = ()) -> list[str]:
+    """Every vocabulary entry that is a whole word and tokenises back to exactly that one token, sorted.
+
+    These are the words a discrete attack may write: a prompt made of them tokenises to the token ids the attack
+    chose. CLIP's BPE marks a word-final token with ``</w>``; special tokens are left out, and so is ``exclude``.
+    """
+    special = set(tokenizer.all_special_tokens)
+    excluded = {w.lower() for w in exclude}
+    words = []
+    for token, token_id in tokenizer.get_vocab().items():
+        if token in special or not token.endswith("</w>"):
+            continue
+        word = token[: -len("</w>")]
+        if not word.strip() or word.lower() in excluded:
+            continue
+        if tokenizer(word, add_special_tokens=False).input_ids == [token_id]:
+            words.append(word)
+    return sorted(set(words))
+
+
+def soft_prompt_key(prompt: str, embedding: torch.Tensor) -> str:
+    """A prompt string that names one soft embedding: ``"<soft:sha256[:16]> prompt"``.
+
+    Image caches key images by prompt string (:func:`unlearnkit.generation.image_key`); putting the embedding's
+    hash in the string keeps two different soft prompts from ever sharing a cached image.
+    """
+    raw = embedding.detach().float().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+    digest = hashlib.sha256(raw.tobytes()).hexdigest()[:16]
+    return f"<soft:{digest}> {prompt}"
+
+
+class PromptEmbeddings:
+    """The :class:`unlearnkit.diffusion.TextEmbeddingCache` interface over a fixed table of embeddings.
+
+    ``table(["key", ""]) -> [B, L, d]``: keys in ``table`` return their stored ``[L, d]`` embedding, any other prompt
+    (the empty prompt of classifier-free guidance, plain prompts) is encoded by ``fallback``. Pass it as
+    ``embeddings=`` to :func:`unlearnkit.sampling.sample_latents` or :func:`unlearnkit.generation.generate_cached`.
+    """
+
+    def __init__(self, table: Mapping[str, torch.Tensor], fallback: TextEmbeddingCache):
+        self.table = {k: v.detach() for k, v in table.items()}
+        self.fallback = fallback
+
+    def __call__(self, prompts) -> torch.Tensor:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("prompts is empty: give at least one prompt to encode")
+        missing = [p for p in prompts if p not in self.table]
+        encoded = dict(zip(missing, self.fallback(missing))) if missing else {}
+        rows = [self.table[p] if p in self.table else encoded[p] for p in prompts]
+        device = rows[0].device
+        return torch.stack([r.to(device) for r in rows])
+
+    @property
+    def empty(self) -> torch.Tensor:
+        return self([""])
+
+    def __len__(self) -> int:
+        return len(self.table)

@@ -1,0 +1,133 @@
+"""Benchmarks of notebook 05 — ANT Tables 2–4 (many celebrities / artists erased at once by fused LoRAs).
+
+* :func:`identity_groups` — the erased identities and the preserved ones evaluated beside them, always including
+  preserved identities that share a first name with an erased one (ANT Fig. 7's John Wayne / John Lennon case);
+* :class:`IdentityBenchmark` — Acc_e, Acc_p, H_c, recognisable-face ratio (ANT Table 2 / Table 4), plus FID and
+  CLIP on the generic captions;
+* :class:`StyleBenchmark` — CLIP_e, CLIP_p, H_a = CLIP_p − CLIP_e, FID and CLIP (ANT Table 3).
+
+Images come from :func:`unlearnkit.evaluation.generate_edited` (the edit is switched on only while sampling).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .edits import Edit
+from .evaluation import generate_edited
+from .metrics import MiniIdentityRecogniser, compute_fid, feature_statistics, identity_metrics, mean_clip_score
+from .metrics.clip_score import erase_preserve_clip
+
+__all__ = ["identity_groups", "IdentityBenchmark", "StyleBenchmark", "portrait_prompt"]
+
+
+def portrait_prompt(name: str) -> str:
+    """ANT/MACE's evaluation template "a portrait of {celebrity}"."""
+    return f"a portrait of {name}"
+
+
+def identity_groups(erase_group: Sequence[str], preserve_group: Sequence[str], first_names: int = 4,
+                    per_first_name: int = 2, other_preserved: int = 4) -> tuple[list[str], list[str]]:
+    """(erased, preserved-for-evaluation): ``per_first_name`` identities of each of the first ``first_names``
+    first names from the erase group, the same number of *preserved* identities sharing those first names (the
+    hard case), and ``other_preserved`` preserved identities with other first names."""
+    firsts = list(dict.fromkeys(n.split()[0] for n in erase_group))[:first_names]
+    if len(firsts) < first_names:
+        raise ValueError(f"the erase group has only {len(firsts)} first names, asked for {first_names}")
+    erased, preserved = [], []
+    for f in firsts:
+        erased += [n for n in erase_group if n.split()[0] == f][:per_first_name]
+        preserved += [n for n in preserve_group if n.split()[0] == f][:per_first_name]
+    others = [n for n in preserve_group if n.split()[0] not in firsts]
+    step = max(1, len(others) // max(other_preserved, 1))
+    preserved += others[::step][:other_preserved]
+    return erased, preserved
+
+
+class _Generic:
+    """FID and CLIP on the world's generic captions (MS-COCO or its mini analogue)."""
+
+    def __init__(self, world, n_captions: int, cache_dir, settings):
+        self.world, self.cache_dir, self.settings = world, Path(cache_dir), settings
+        coco = world.coco_prompts(n_captions)
+        frame, reference = coco if isinstance(coco, tuple) else (coco, None)
+        self.frame = frame.reset_index(drop=True)
+        self.clip = world.clip_scorer()
+        self.extractor = world.fid_extractor()
+        self.reference = feature_statistics(reference, self.extractor) if reference is not None else None
+
+    def row(self, edit: Edit | None) -> dict:
+        images = generate_edited(self.world, edit, self.frame.prompt, self.frame.seed, self.cache_dir, self.settings)
+        row = {"CLIP": mean_clip_score(images, list(self.frame.prompt), self.clip)["CLIP"]}
+        row["FID"] = compute_fid(images, self.reference, self.extractor) if self.reference is not None else float("nan")
+        return row
+
+
+class IdentityBenchmark:
+    """ANT Table 2 (and Table 4) for one model: portraits of each erased and preserved identity over ``seeds``."""
+
+    def __init__(self, world, erased: Sequence[str], preserved: Sequence[str], seeds: Sequence[int],
+                 cache_dir, settings=None, n_captions: int = 0, preserved_seeds: Sequence[int] | None = None):
+        self.world, self.cache_dir = world, Path(cache_dir)
+        self.settings = settings or world.sampler
+        self.erased, self.preserved = list(erased), list(preserved)
+        p_seeds = list(preserved_seeds if preserved_seeds is not None else seeds)
+        self.e_names = [n for n in self.erased for _ in seeds]
+        self.e_seeds = [s for _ in self.erased for s in seeds]
+        self.p_names = [n for n in self.preserved for _ in p_seeds]
+        self.p_seeds = [s for _ in self.preserved for s in p_seeds]
+        self.recogniser = MiniIdentityRecogniser(world) if world.name == "mini" else world.identity_recogniser()
+        self.generic = _Generic(world, n_captions, cache_dir, self.settings) if n_captions else None
+
+    def images(self, edit: Edit | None) -> tuple[np.ndarray, np.ndarray]:
+        gen = lambda names, seeds: generate_edited(self.world, edit, [portrait_prompt(n) for n in names], seeds,
+                                                   self.cache_dir, self.settings)
+        return gen(self.e_names, self.e_seeds), gen(self.p_names, self.p_seeds)
+
+    def evaluate(self, name: str, edit: Edit | None, generic: bool = True) -> tuple[dict, tuple]:
+        erased_images, preserved_images = self.images(edit)
+        row = {"method": name, **identity_metrics(self.recogniser, erased_images, self.e_names, preserved_images,
+                                                  self.p_names)}
+        if generic and self.generic is not None:
+            row.update(self.generic.row(edit))
+        return row, (erased_images, preserved_images)
+
+    def first_seed_images(self, images: tuple[np.ndarray, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+        """The first-seed portrait of each of ``names`` from an :meth:`evaluate` result (for grids)."""
+        out = []
+        for n in names:
+            if n in self.erased:
+                out.append(images[0][self.e_names.index(n)])
+            else:
+                out.append(images[1][self.p_names.index(n)])
+        return out
+
+
+class StyleBenchmark:
+    """ANT Table 3 for one model: CLIP score of erased- and preserved-style prompts, H_a, FID and CLIP."""
+
+    def __init__(self, world, erased: Sequence[str], preserved: Sequence[str], seeds: Sequence[int], cache_dir,
+                 settings=None, n_captions: int = 0, templates: Sequence[str] = ("a painting in the style of {s}",
+                                                                                  "an artwork by {s}")):
+        self.world, self.cache_dir = world, Path(cache_dir)
+        self.settings = settings or world.sampler
+        self.erased, self.preserved = list(erased), list(preserved)
+
+        def prompts(styles):
+            return [t.format(s=s) for s in styles for t in templates for _ in seeds], \
+                   [sd for _ in styles for _ in templates for sd in seeds]
+
+        (self.e_prompts, self.e_seeds), (self.p_prompts, self.p_seeds) = prompts(self.erased), prompts(self.preserved)
+        self.clip = world.clip_scorer()
+        self.generic = _Generic(world, n_captions, cache_dir, self.settings) if n_captions else None
+
+    def evaluate(self, name: str, edit: Edit | None) -> tuple[dict, tuple]:
+        e = generate_edited(self.world, edit, self.e_prompts, self.e_seeds, self.cache_dir, self.settings)
+        p = generate_edited(self.world, edit, self.p_prompts, self.p_seeds, self.cache_dir, self.settings)
+        row = {"method": name, **erase_preserve_clip(self.clip.score(e, self.e_prompts),
+                                                     self.clip.score(p, self.p_prompts))}
+        if self.generic is not None:
+            row.update(self.generic.row(edit))
+        return row, (e, p)

@@ -1,0 +1,788 @@
+"""Mass concept erasure: one LoRA per concept, fused in closed form — MACE's framework with ANT's loss (ANT §3.4).
+
+Pipeline (ANT §3.4, Fig. 6; MACE stages 2–3, reference-implementations §4.4–4.5, §5.3–5.4):
+
+1. **Per-concept LoRA** (:func:`train_concept_lora`): a peft LoRA (rank ``rank``) on every cross-attention
+   ``attn2.to_k`` / ``attn2.to_v`` of the world's UNet, trained with
+
+   * ``objective="ant"`` — ANT's trajectory-aware loss, Eq. (3) (:mod:`unlearnkit.losses.trajectory`): frozen
+     DDIM trajectories of the concept's prompts give the early sample ``z₁`` (t > t′, preserve the conditional field)
+     and the late sample ``z₂`` (t ≤ t′, steer ε(z₂, c) to ε*(z₂, ∅) − η δ*(c)); the uncond terms keep ε(∅);
+   * ``objective="mace"`` — MACE's stage-2 attention loss (the baseline variant): the Frobenius norm (not squared)
+     of the cross-attention probabilities on the concept's tokens and on every end-of-text/padding token, summed
+     over layers, at ``x_t`` forward-noised from the frozen model's own images of the concept with MACE's
+     importance-sampled ``t`` (density ∝ σ(0.05(t − 200)) − σ(0.05(t − 400))).
+
+   The frozen model is the same UNet with the adapter switched off (``unet.disable_adapters()``), never a copy; the
+   adapter is unloaded afterwards, so the base weights are bit-identical to before.
+
+2. **Closed-form fusion** (:func:`fuse_loras`), ANT Eq. (7):
+
+       W* = argmin Σ_i Σ_j ‖W* e_jᶠ − (W + s·ΔW_i) e_jᶠ‖² + β Σ_j ‖W* e_jᵖ − W e_jᵖ‖²
+
+   with ``e_jᶠ`` the token embeddings of concept *i*'s prompts and ``e_jᵖ`` those of a prior-preservation set.
+   Writing ``G_i = Σ_j e_jᶠ e_jᶠᵀ`` and ``G_p = Σ_j e_jᵖ e_jᵖᵀ`` the normal equations are
+
+       W* (Σ_i G_i + β G_p) = W (Σ_i G_i + β G_p) + s Σ_i ΔW_i G_i,
+
+   one ``d × d`` system shared by all layers (LU-factored once) and one solve per layer — 100 LoRAs fuse in
+   seconds. ``s`` is the LoRA scale at fusion (MACE 1, the ANT release 4.3). The result is a dense :class:`Edit`
+   on the ``to_k`` / ``to_v`` weights.
+
+Frozen trajectories are computed once per concept in a :class:`TrajectoryBank` (``trajectory_seeds`` DDIM runs of the
+frozen model, every step's ``z_t`` with the frozen ε(z_t, c) and ε(z_t, ∅) the sampler computed anyway); every loss
+configuration and both objectives train from the same bank. ANT's release draws a fresh trajectory per update;
+``trajectory_seeds=None`` does that (one frozen partial trajectory per update through :class:`~unlearnkit.methods.ant.ANTStep`).
+
+Training concepts is embarrassingly parallel: :func:`train_concept_loras` takes ``shard=(index, num_shards)``
+(default: accelerate's process index) and writes one LoRA per concept as a diffusers/peft LoRA file, so
+``accelerate launch`` or separate processes can split a concept list and a later call fuses whatever is on disk.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..concepts import Concept
+from ..diffusion import predict_eps, q_sample, validate_paper_step
+from ..edits import Edit
+from ..fusion import ClosedFormSolver
+from ..losses.trajectory import (ABLATION_CONFIGS, STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps,
+                                 trajectory_loss_terms)
+from ..params import cross_attention_modules
+from ..sampling import SamplerSettings, ddim_scheduler_for, initial_noise, latent_shape
+
+__all__ = [
+    "OBJECTIVES", "TOKEN_MODES", "MACEConfig", "FusionConfig", "ConceptLoRA", "TrajectoryBank",
+    "lora_target_modules", "lora_adapter", "build_trajectory_bank", "train_concept_lora", "train_concept_loras",
+    "load_concept_loras", "concept_slug", "token_embeddings", "gram_matrix", "prior_gram", "save_prior_cache",
+    "load_prior_cache", "fuse_loras", "erase", "export_lora_file", "LORA_WEIGHT_NAME",
+]
+
+OBJECTIVES = ("ant", "mace")
+TOKEN_MODES = ("all", "content", "concept")
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+SIDECAR_NAME = "unlearnkit_lora.json"
+ADAPTER_NAME = "unlearnkit_concept"
+
+
+# --- configuration ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MACEConfig:
+    """Per-concept LoRA training. Defaults: ANT Table 6's celebrity row (lr 5e-4, λ = (0.4, 0.5, 0.2), t′ = 40) with
+    ANT §4.1's 50 updates per LoRA, and MACE's rank-1 LoRA on ``attn2.to_k`` / ``to_v``.
+
+    ``objective="mace"`` uses MACE's stage-2 attention loss instead; its paper values are lr 1e-4, 50 steps and
+    8 training images per concept (``trajectory_seeds``).
+    """
+
+    objective: str = "ant"
+    rank: int = 1
+    lora_alpha: float | None = None     # None = rank (scale 1, MACE); the ANT release: rank 64, alpha 1
+    lr: float = 5e-4
+    iterations: int = 50
+    weights: TrajectoryLossWeights = field(default_factory=lambda: ABLATION_CONFIGS["full"])
+    t_prime: int = 40
+    stage_split: str = "paper"
+    num_inference_steps: int = 50
+    trajectory_guidance: float = 7.5     # CFG of the frozen trajectories (ANT Multiple, MACE's images: 7.5)
+    trajectory_seeds: int | None = 8     # frozen runs per concept in the bank; None = a fresh one per update (ANT)
+    max_prompts: int | None = None       # concept prompts used (None: all; ANT Multiple trains on the bare name)
+    importance_sampling: bool = True     # MACE objective: t ~ σ(0.05(t−200)) − σ(0.05(t−400)); False = uniform
+    weight_decay: float = 0.0            # MACE: AdamW 0.01
+    grad_clip: float | None = None       # MACE: 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not (isinstance(self.rank, int) and self.rank > 0):
+            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0 or None, got {self.lora_alpha!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.iterations, int) and self.iterations > 0):
+            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        if isinstance(self.weights, str):
+            if self.weights not in ABLATION_CONFIGS:
+                raise ValueError(f"weights must be TrajectoryLossWeights or one of {sorted(ABLATION_CONFIGS)}, "
+                                 f"got {self.weights!r}")
+            object.__setattr__(self, "weights", ABLATION_CONFIGS[self.weights])
+        validate_paper_step(self.t_prime, self.num_inference_steps)
+        if not 1 <= self.t_prime < self.num_inference_steps:
+            raise ValueError(f"t'={self.t_prime!r} must leave both stages non-empty: "
+                             f"expected 1 <= t' < {self.num_inference_steps}")
+        if self.stage_split not in STAGE_SPLITS:
+            raise ValueError(f"stage_split must be one of {STAGE_SPLITS}, got {self.stage_split!r}")
+        if self.trajectory_seeds is not None and not (isinstance(self.trajectory_seeds, int)
+                                                      and self.trajectory_seeds > 0):
+            raise ValueError(f"trajectory_seeds must be a positive integer or None, got {self.trajectory_seeds!r}")
+        if self.objective == "mace" and self.trajectory_seeds is None:
+            raise ValueError("objective='mace' trains on the frozen model's images: give trajectory_seeds > 0")
+        if self.max_prompts is not None and not (isinstance(self.max_prompts, int) and self.max_prompts > 0):
+            raise ValueError(f"max_prompts must be a positive integer or None, got {self.max_prompts!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+
+    @property
+    def scaling(self) -> float:
+        """peft's LoRA scaling ``alpha / r``."""
+        return (self.lora_alpha if self.lora_alpha is not None else self.rank) / self.rank
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """ANT Eq. (7). ``beta``: weight of the prior-preservation sum; ``lora_scale``: ``s`` in ``(W + s ΔW_i)``
+    (MACE 1.0, the ANT release 4.3); ``lam``: an optional ``λ‖W* − W‖²`` (0 in Eq. 7; MACE's configs use 0 except
+    objects, 1e3) that keeps the system invertible when the embeddings do not span the text space; ``tokens``:
+    ``"all"`` positions of each prompt (MACE/ANT: all 77) or ``"content"`` (start token to first end-of-text)."""
+
+    beta: float = 1.0
+    lora_scale: float = 1.0
+    lam: float = 0.0
+    tokens: str = "all"
+
+    def __post_init__(self):
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+        if not self.lora_scale > 0:
+            raise ValueError(f"lora_scale must be > 0, got {self.lora_scale!r}")
+        if not self.lam >= 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam!r}")
+        if self.tokens not in TOKEN_MODES:
+            raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {self.tokens!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- one concept's LoRA ----------------------------------------------------------------------------------------------
+@dataclass
+class ConceptLoRA:
+    """LoRA factors of one concept: ``ΔW_m = scaling · B_m A_m`` for every target module ``m``
+    (``A`` ``[r, d_in]``, ``B`` ``[d_out, r]``), keyed by diffusers module name (``…attn2.to_k``)."""
+
+    concept: str
+    A: dict[str, torch.Tensor]
+    B: dict[str, torch.Tensor]
+    scaling: float = 1.0
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if set(self.A) != set(self.B):
+            raise ValueError(f"LoRA {self.concept!r}: A and B name different modules")
+        for m in self.A:
+            a, b = self.A[m], self.B[m]
+            if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+                raise ValueError(f"LoRA {self.concept!r}, {m}: A {tuple(a.shape)} and B {tuple(b.shape)} do not "
+                                 f"form a rank-r product B·A")
+
+    @property
+    def rank(self) -> int:
+        return next(iter(self.A.values())).shape[0]
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.A)
+
+    def delta(self, module: str) -> torch.Tensor:
+        """``ΔW = scaling · B A`` for ``module`` (float32)."""
+        return self.scaling * (self.B[module].float() @ self.A[module].float())
+
+    def to_edit(self, scale: float = 1.0) -> Edit:
+        """The LoRA merged into dense deltas on ``<module>.weight``."""
+        return Edit({f"{m}.weight": scale * self.delta(m) for m in self.A}, name=f"lora:{self.concept}",
+                    metadata={"concept": self.concept, "scale": scale, **self.metadata})
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """diffusers/peft LoRA keys (``unet.<module>.lora_A.weight``), with ``scaling`` folded into ``B`` so the
+        file loads with ``lora_alpha = r``."""
+        out = {}
+        for m in self.A:
+            out[f"unet.{m}.lora_A.weight"] = self.A[m].float().contiguous()
+            out[f"unet.{m}.lora_B.weight"] = (self.scaling * self.B[m].float()).contiguous()
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/pytorch_lora_weights.safetensors`` in diffusers' LoRA format (written by
+        ``StableDiffusionPipeline.save_lora_weights``; ``pipe.load_lora_weights(folder)`` applies it through peft)
+        and ``folder/unlearnkit_lora.json`` with the concept and training config."""
+        from diffusers import StableDiffusionPipeline
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k[len("unet."):]: v for k, v in self.state_dict().items()}
+        lora_meta = {"r": self.rank, "lora_alpha": self.rank, "target_modules": sorted(self.A)}
+        (folder / SIDECAR_NAME).write_text(json.dumps({"concept": self.concept, "metadata": self.metadata},
+                                                      indent=2, default=str))
+        tmp_name = LORA_WEIGHT_NAME + ".tmp"
+        StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=state, weight_name=tmp_name,
+                                                  safe_serialization=True, unet_lora_adapter_metadata=lora_meta)
+        (folder / tmp_name).replace(folder / LORA_WEIGHT_NAME)   # atomic: a concurrent reader sees no half file
+        return folder / LORA_WEIGHT_NAME
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ConceptLoRA":
+        from safetensors import safe_open
+
+        path = Path(folder)
+        path = path / LORA_WEIGHT_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"no LoRA file at {path}")
+        A, B = {}, {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                m = re.fullmatch(r"(?:unet\.)?(.+)\.lora_([AB])\.weight", key)
+                if m is None:
+                    raise ValueError(f"{path}: unexpected key {key!r} in a LoRA file")
+                (A if m.group(2) == "A" else B)[m.group(1)] = f.get_tensor(key)
+        sidecar = path.parent / SIDECAR_NAME
+        info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        return cls(info.get("concept", path.parent.name), A, B, 1.0, info.get("metadata", {}))
+
+
+def lora_target_modules(unet) -> list[str]:
+    """Module names of every cross-attention ``to_k`` and ``to_v`` (MACE's and ANT-fusion's targets)."""
+    names = []
+    for name in cross_attention_modules(unet):
+        names += [f"{name}.to_k", f"{name}.to_v"]
+    if not names:
+        raise ValueError("the UNet has no cross-attention (attn2) modules to put a LoRA on")
+    return names
+
+
+def _has_peft_layers(module: torch.nn.Module) -> bool:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return any(isinstance(m, BaseTunerLayer) for m in module.modules())
+
+
+class _AdapterSwitch:
+    """``frozen()`` = the same UNet with the adapter switched off (what :class:`ANTStep` calls the frozen model)."""
+
+    def __init__(self, unet):
+        self.unet = unet
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        self.unet.disable_adapters()
+        try:
+            yield
+        finally:
+            self.unet.enable_adapters()
+
+
+@contextmanager
+def lora_adapter(unet, rank: int, lora_alpha: float | None = None, seed: int = 0) -> Iterator[dict]:
+    """Inject a fresh peft LoRA on every ``attn2.to_k`` / ``to_v`` of ``unet`` (B = 0, so the model starts
+    unchanged), yield ``{module name: peft LoRA layer}``, and afterwards unload it and restore every
+    ``requires_grad`` flag — the base weights are the same tensors throughout, so they stay bit-identical."""
+    from peft import LoraConfig
+
+    if _has_peft_layers(unet):
+        raise RuntimeError("the UNet already carries peft adapters; unload them before training a concept LoRA")
+    targets = lora_target_modules(unet)
+    requires_grad = {n: p.requires_grad for n, p in unet.named_parameters()}
+    config = LoraConfig(r=rank, lora_alpha=lora_alpha if lora_alpha is not None else rank,
+                        target_modules=targets, init_lora_weights=True, lora_dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # peft's Kaiming init of A draws from the global generator
+        unet.add_adapter(config, adapter_name=ADAPTER_NAME)
+    try:
+        layers = {name: unet.get_submodule(name) for name in targets}
+        yield layers
+    finally:
+        unet.unload_lora()
+        for n, p in unet.named_parameters():
+            p.requires_grad_(requires_grad[n])
+            p.grad = None
+
+
+def _read_lora(layers: dict, concept: str, scaling: float, metadata: dict) -> ConceptLoRA:
+    A = {m: layer.lora_A[ADAPTER_NAME].weight.detach().cpu().clone() for m, layer in layers.items()}
+    B = {m: layer.lora_B[ADAPTER_NAME].weight.detach().cpu().clone() for m, layer in layers.items()}
+    return ConceptLoRA(concept, A, B, scaling, metadata)
+
+
+# --- frozen trajectories ------------------------------------------------------------------------------------------
+@dataclass
+class TrajectoryBank:
+    """Frozen DDIM runs of one concept's prompts: for run ``j`` and paper step ``s`` (``N`` … 1) the latent
+    ``x[j, N−s]`` entering step ``s``, its train timestep ``t[N−s]``, the frozen ``eps_cond`` / ``eps_uncond``
+    there, and the run's final latent ``x0[j]`` (the frozen model's image of the concept, MACE's training data)."""
+
+    concept: str
+    prompts: list[str]
+    x: torch.Tensor            # [J, N, C, h, w]
+    t: torch.Tensor            # [N] train timesteps, index N − s
+    eps_cond: torch.Tensor     # [J, N, C, h, w]
+    eps_uncond: torch.Tensor   # [J, N, C, h, w]
+    x0: torch.Tensor           # [J, C, h, w]
+    num_inference_steps: int
+
+    def at(self, run: int, paper_step: int):
+        """``(x_t, t, eps_cond*, eps_uncond*)`` entering ``paper_step`` of run ``run`` (batch of 1)."""
+        i = self.num_inference_steps - paper_step
+        return (self.x[run, i:i + 1], self.t[i:i + 1], self.eps_cond[run, i:i + 1], self.eps_uncond[run, i:i + 1])
+
+
+def _concept_prompts(concept: Concept, max_prompts: int | None) -> list[str]:
+    return list(concept.prompts)[:max_prompts]
+
+
+@torch.no_grad()
+def build_trajectory_bank(world, concepts: Sequence[Concept], config: MACEConfig = MACEConfig(),
+                          batch_size: int = 64) -> dict[str, TrajectoryBank]:
+    """One batched frozen DDIM pass for all ``concepts`` × ``trajectory_seeds`` runs (run ``j`` uses prompt
+    ``j mod #prompts`` and seed ``config.seed + j``), keeping every step. Call it on the original model (no
+    adapter): this *is* the frozen model's trajectory field that Eq. (3) reads."""
+    if config.trajectory_seeds is None:
+        raise ValueError("trajectory_seeds is None: a bank needs a fixed number of runs per concept")
+    n = config.num_inference_steps
+    unet = world.pipe.unet
+    device, dtype = unet.device, unet.dtype
+    uncond = world.embeddings([""]).to(device, dtype)
+    items = []
+    for c in concepts:
+        prompts = _concept_prompts(c, config.max_prompts)
+        items += [(c.name, prompts[j % len(prompts)], config.seed + j) for j in range(config.trajectory_seeds)]
+    xs, eps_c, eps_u, finals, ts = [], [], [], [], None
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        scheduler = ddim_scheduler_for(world.pipe, n)
+        cond = world.embeddings([p for _, p, _ in chunk]).to(device, dtype)
+        x = initial_noise([s for _, _, s in chunk], latent_shape(world.pipe), device, dtype)
+        x = x * scheduler.init_noise_sigma
+        run_x, run_c, run_u = [], [], []
+        for t in scheduler.timesteps:
+            ec, eu = predict_eps(unet, x, t, cond, uncond)
+            run_x.append(x.cpu()), run_c.append(ec.cpu()), run_u.append(eu.cpu())
+            eps = eu + config.trajectory_guidance * (ec - eu)
+            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        xs.append(torch.stack(run_x, 1)), eps_c.append(torch.stack(run_c, 1)), eps_u.append(torch.stack(run_u, 1))
+        finals.append(x.cpu())
+        ts = torch.as_tensor(scheduler.timesteps).long().cpu()
+    xs, eps_c, eps_u, finals = torch.cat(xs), torch.cat(eps_c), torch.cat(eps_u), torch.cat(finals)
+    banks, j = {}, config.trajectory_seeds
+    for k, c in enumerate(concepts):
+        sl = slice(k * j, (k + 1) * j)
+        banks[c.name] = TrajectoryBank(c.name, [p for _, p, _ in items[sl]], xs[sl], ts, eps_c[sl], eps_u[sl],
+                                       finals[sl], n)
+    return banks
+
+
+# --- the two objectives --------------------------------------------------------------------------------------------
+def _ant_bank_loss(world, bank: TrajectoryBank, config: MACEConfig, uncond, generator) -> dict[str, torch.Tensor]:
+    """ANT Eq. (3) for one update on a bank run: ``z₁`` (t > t′) and ``z₂`` (t ≤ t′) from the same frozen run,
+    all trainable predictions in one UNet call."""
+    w = config.weights
+    run = int(torch.randint(len(bank.prompts), (1,), generator=generator))
+    s_early, s_late = draw_stage_steps(config.t_prime, config.num_inference_steps, generator, w.erase_span,
+                                       config.stage_split)
+    points = [bank.at(run, s_early), bank.at(run, s_late)] if w.needs_early else [bank.at(run, s_late)]
+    device = world.pipe.unet.device
+    x = torch.cat([p[0] for p in points]).to(device)
+    t = torch.cat([p[1] for p in points]).to(device)
+    frozen_cond = torch.cat([p[2] for p in points]).to(device)
+    frozen_uncond = torch.cat([p[3] for p in points]).to(device)
+    cond = world.embeddings([bank.prompts[run]]).to(device).expand(len(points), -1, -1)
+    if w.needs_uncond:
+        eps_cond, eps_uncond = predict_eps(world.pipe.unet, x, t, cond, uncond)
+    else:
+        eps_cond, eps_uncond = predict_eps(world.pipe.unet, x, t, cond), None
+
+    def late(v):
+        return None if v is None else v[-1:]
+
+    def early(v):
+        return None if (v is None or not w.needs_early) else v[:1]
+
+    terms = trajectory_loss_terms(
+        w, eps_cond_late=late(eps_cond), frozen_cond_late=late(frozen_cond), frozen_uncond_late=late(frozen_uncond),
+        eps_cond_early=early(eps_cond), frozen_cond_early=early(frozen_cond),
+        frozen_uncond_early=early(frozen_uncond), eps_uncond_early=early(eps_uncond),
+        eps_uncond_late=late(eps_uncond))
+    terms["t_late"] = bank.t[config.num_inference_steps - s_late].float()
+    return terms
+
+
+def mace_timestep_density(num_train_timesteps: int = 1000) -> torch.Tensor:
+    """MACE's concept-focal importance sampling: ``p(t) ∝ σ(0.05(t − 200)) − σ(0.05(t − 400))`` (mass ≈ [200, 400])."""
+    t = torch.arange(num_train_timesteps, dtype=torch.float64)
+    scale = num_train_timesteps / 1000
+    p = torch.sigmoid(0.05 * (t / scale - 200)) - torch.sigmoid(0.05 * (t / scale - 400))
+    return p / p.sum()
+
+
+def concept_token_mask(tokenizer, prompt: str, concept: str) -> torch.Tensor:
+    """Bool ``[L]``: the positions of ``concept``'s tokens in ``prompt`` and every end-of-text/padding position
+    (MACE's ``use_pooler``)."""
+    length = tokenizer.model_max_length
+    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
+    name_ids = tokenizer(concept, add_special_tokens=False).input_ids
+    mask = torch.zeros(length, dtype=torch.bool)
+    for start in range(len(ids) - len(name_ids) + 1):
+        if name_ids and ids[start:start + len(name_ids)] == name_ids:
+            mask[start:start + len(name_ids)] = True
+    eos = tokenizer.eos_token_id
+    first_eos = ids.index(eos, 1) if eos in ids[1:] else length
+    mask[first_eos:] = True
+    return mask
+
+
+class _AttentionProbeProcessor:
+    """Cross-attention with the classic (non-fused) computation, recording ``‖softmax(QKᵀ/√d)[..., tokens]‖_F``
+    per call into ``store`` — the quantity MACE's stage-2 loss drives to zero."""
+
+    def __init__(self, store: list, token_mask: torch.Tensor):
+        self.store, self.token_mask = store, token_mask
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None:
+            raise NotImplementedError("the attention probe supports token-sequence cross-attention only")
+        residual = hidden_states
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, None)                  # [B·heads, HW, L]
+        self.store.append(torch.linalg.vector_norm(probs[..., self.token_mask.to(probs.device)]))
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextmanager
+def _probing_cross_attention(unet, store: list, token_mask: torch.Tensor) -> Iterator[None]:
+    original = unet.attn_processors
+    probes = {name: (_AttentionProbeProcessor(store, token_mask) if ".attn2." in f".{name}" else proc)
+              for name, proc in original.items()}
+    unet.set_attn_processor(probes)
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(original)
+
+
+def _mace_attention_loss(world, bank: TrajectoryBank, concept: Concept, config: MACEConfig,
+                         generator, density) -> dict[str, torch.Tensor]:
+    """MACE stage 2: Σ_layers ‖A_l[concept + EOS tokens]‖_F at ``x_t = q_sample(x₀, t)``, ``x₀`` the frozen
+    model's image of the concept (a bank run's final latent). No Grounded-SAM mask (the mini world has none)."""
+    unet = world.pipe.unet
+    run = int(torch.randint(len(bank.prompts), (1,), generator=generator))
+    n_train = int(world.pipe.scheduler.config.num_train_timesteps)
+    if config.importance_sampling:
+        t = torch.multinomial(density, 1, generator=generator)
+    else:
+        t = torch.randint(n_train, (1,), generator=generator)
+    x0 = bank.x0[run:run + 1].to(unet.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    x_t = q_sample(world.pipe.scheduler, x0, t.to(unet.device), noise)
+    prompt = bank.prompts[run]
+    mask = concept_token_mask(world.pipe.tokenizer, prompt, concept.name)
+    store: list = []
+    with _probing_cross_attention(unet, store, mask):
+        predict_eps(unet, x_t, t.to(unet.device), world.embeddings([prompt]).to(unet.device))
+    loss = torch.stack(store).sum()
+    return {"attention": loss, "loss": loss, "t": t.float()[0]}
+
+
+# --- training ------------------------------------------------------------------------------------------------------
+def train_concept_lora(world, concept: Concept, config: MACEConfig = MACEConfig(), bank: TrajectoryBank | None = None,
+                       progress: bool = False) -> tuple[ConceptLoRA, list[dict]]:
+    """Train one concept's LoRA (``config.objective``); return it and a per-update log. The world's UNet leaves
+    bit-identical: the adapter is injected, trained, read out and unloaded."""
+    unet = world.pipe.unet
+    if config.trajectory_seeds is not None and bank is None:
+        bank = build_trajectory_bank(world, [concept], config)[concept.name]
+    generator = torch.Generator().manual_seed(config.seed)
+    uncond = world.embeddings([""]).to(unet.device)
+    density = mace_timestep_density(int(world.pipe.scheduler.config.num_train_timesteps))
+    log: list[dict] = []
+    started = time.time()
+    with lora_adapter(unet, config.rank, config.lora_alpha, config.seed) as layers:
+        params = [p for layer in layers.values() for p in (*layer.lora_A[ADAPTER_NAME].parameters(),
+                                                           *layer.lora_B[ADAPTER_NAME].parameters())]
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        fresh_step = None
+        if bank is None:  # ANT's release: one frozen partial trajectory per update
+            from .ant import ANTConfig, ANTStep
+
+            ant_config = ANTConfig(lr=config.lr, iterations=config.iterations, weights=config.weights,
+                                   t_prime=config.t_prime, stage_split=config.stage_split, scope="xattn_kv",
+                                   num_inference_steps=config.num_inference_steps,
+                                   trajectory_guidance=config.trajectory_guidance, seed=config.seed)
+            fresh_step = ANTStep(world, _AdapterSwitch(unet), ant_config)
+            prompts = _concept_prompts(concept, config.max_prompts)
+        for _ in tqdm(range(config.iterations), desc=f"LoRA {concept.name}", disable=not progress):
+            if config.objective == "mace":
+                terms = _mace_attention_loss(world, bank, concept, config, generator, density)
+            elif fresh_step is not None:
+                prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
+                seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
+                terms = fresh_step.loss(prompt, seed, generator)
+            else:
+                terms = _ant_bank_loss(world, bank, config, uncond, generator)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            opt.step()
+            log.append({k: float(v.detach()) for k, v in terms.items()})
+        meta = {"method": f"mace-lora:{config.objective}", "config": config.as_dict(),
+                "train_seconds": round(time.time() - started, 3)}
+        lora = _read_lora(layers, concept.name, config.scaling, meta)
+    return lora, log
+
+
+def concept_slug(name: str) -> str:
+    """A file-system-safe folder name for a concept ("anna adams" → "anna_adams")."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not slug:
+        raise ValueError(f"concept name {name!r} has no letters or digits to name a folder after")
+    return slug
+
+
+def _shard(shard) -> tuple[int, int]:
+    if shard is None:
+        from ..generation import default_shard
+
+        return default_shard()
+    if (not isinstance(shard, (tuple, list)) or len(shard) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)):
+        raise ValueError(f"shard must be a pair of integers (index, num_shards), got {shard!r}")
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard={shard!r} is invalid: need num_shards >= 1 and 0 <= index < num_shards")
+    return index, count
+
+
+def train_concept_loras(world, concepts: Sequence[Concept], config: MACEConfig = MACEConfig(),
+                        out_dir: str | Path | None = None, shard: tuple[int, int] | None = None,
+                        banks: dict[str, TrajectoryBank] | None = None, progress: bool = False) -> dict[str, ConceptLoRA]:
+    """Train the LoRAs of this process's share of ``concepts``: those at positions ``i`` with
+    ``i % num_shards == index`` (``shard=None``: accelerate's process index and count, else ``(0, 1)``).
+
+    With ``out_dir`` each LoRA is written to ``out_dir/<slug>/pytorch_lora_weights.safetensors`` and concepts
+    whose file already exists are loaded instead of retrained (resumable; processes never write the same file).
+    Returns this shard's LoRAs by concept name.
+    """
+    index, count = _shard(shard)
+    concepts = list(concepts)
+    names = [c.name for c in concepts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate concepts in the list: {sorted({n for n in names if names.count(n) > 1})}")
+    mine = [c for i, c in enumerate(concepts) if i % count == index]
+    out: dict[str, ConceptLoRA] = {}
+    todo = []
+    for c in mine:
+        path = Path(out_dir) / concept_slug(c.name) / LORA_WEIGHT_NAME if out_dir is not None else None
+        if path is not None and path.is_file():
+            out[c.name] = ConceptLoRA.load(path)
+        else:
+            todo.append(c)
+    if todo and config.trajectory_seeds is not None:
+        missing = [c for c in todo if banks is None or c.name not in banks]
+        if missing:
+            banks = {**(banks or {}), **build_trajectory_bank(world, missing, config)}
+    for c in todo:
+        lora, log = train_concept_lora(world, c, config, banks[c.name] if banks else None, progress)
+        lora.metadata["final_loss"] = log[-1]["loss"]
+        if out_dir is not None:
+            lora.save(Path(out_dir) / concept_slug(c.name))
+        out[c.name] = lora
+    return {c.name: out[c.name] for c in mine}
+
+
+def load_concept_loras(out_dir: str | Path, concepts: Sequence[Concept | str]) -> dict[str, ConceptLoRA]:
+    """The LoRAs of ``concepts`` from ``out_dir`` (as written by :func:`train_concept_loras` on any shard)."""
+    names = [c.name if isinstance(c, Concept) else c for c in concepts]
+    missing = [n for n in names if not (Path(out_dir) / concept_slug(n) / LORA_WEIGHT_NAME).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} LoRAs are not in {out_dir} yet (e.g. {missing[:3]}); "
+                                f"run train_concept_loras on every shard first")
+    return {n: ConceptLoRA.load(Path(out_dir) / concept_slug(n)) for n in names}
+
+
+# --- fusion (ANT Eq. 7) ----------------------------------------------------------------------------------------------
+def token_embeddings(world, texts: Sequence[str], tokens: str = "all", concept: str | None = None) -> torch.Tensor:
+    """Text-encoder outputs of ``texts`` as context rows ``[n, d]``: every position (``"all"``, MACE/ANT), the
+    start token up to and including the first end-of-text (``"content"``), or the concept's own tokens and every
+    position after them (``"concept"``: the name, end-of-text and padding — the positions MACE's attention loss
+    reads; in a causal text encoder the template tokens before the name are the same for every concept, so they
+    are left to the prior term)."""
+    if tokens not in TOKEN_MODES:
+        raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {tokens!r}")
+    if tokens == "concept" and not concept:
+        raise ValueError("tokens='concept' needs the concept name")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty: give at least one prompt")
+    emb = world.embeddings(texts)                                      # [n, L, d]
+    if tokens == "all":
+        return emb.reshape(-1, emb.shape[-1])
+    tok = world.pipe.tokenizer
+    if tokens == "concept":
+        rows = []
+        for k, text in enumerate(texts):
+            mask = concept_token_mask(tok, text, concept)
+            first = int(mask.nonzero()[0]) if mask.any() else 1
+            rows.append(emb[k, first:])
+        return torch.cat(rows)
+    ids = tok(texts, padding="max_length", max_length=emb.shape[1], truncation=True).input_ids
+    rows = []
+    for k, seq in enumerate(ids):
+        end = seq.index(tok.eos_token_id, 1) + 1 if tok.eos_token_id in seq[1:] else len(seq)
+        rows.append(emb[k, :end])
+    return torch.cat(rows)
+
+
+def gram_matrix(contexts: torch.Tensor) -> torch.Tensor:
+    """``Σ_j e_j e_jᵀ`` in float64 (``[d, d]``) from context rows ``[n, d]``."""
+    e = contexts.detach().to(torch.float64)
+    return e.T @ e
+
+
+def prior_gram(world, texts: Sequence[str], tokens: str = "all", batch_size: int = 256) -> torch.Tensor:
+    """The prior-preservation Gram ``Σ_j e_jᵖ e_jᵖᵀ`` of ``texts`` (generic captions, preserved concepts) — MACE's
+    COCO cache, built from a caption list we can ship. Layer independent: the targets ``W e`` use each layer's own
+    original ``W``."""
+    texts = list(texts)
+    tokens = "all" if tokens == "concept" else tokens   # the prior keeps every position of its texts
+    gram = None
+    for start in range(0, len(texts), batch_size):
+        g = gram_matrix(token_embeddings(world, texts[start:start + batch_size], tokens))
+        gram = g if gram is None else gram + g
+    if gram is None:
+        raise ValueError("no prior texts given")
+    return gram
+
+
+def save_prior_cache(path: str | Path, gram: torch.Tensor, count: int, source: str = "") -> Path:
+    """Write a prior Gram as safetensors (key ``gram``, float64) with the number of texts and their source."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"gram": gram.detach().to(torch.float64).contiguous().cpu()}, str(path),
+              metadata={"count": str(int(count)), "source": source})
+    return path
+
+
+def load_prior_cache(path: str | Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prior cache {path} does not exist; build it with prior_gram() + save_prior_cache()")
+    return load_file(str(path))["gram"]
+
+
+def fuse_loras(unet, loras: Sequence[ConceptLoRA], concept_grams: dict[str, torch.Tensor], preserve_gram: torch.Tensor | None,
+               config: FusionConfig = FusionConfig(), name: str | None = None) -> tuple[Edit, dict]:
+    """ANT Eq. (7) for every LoRA target of ``unet``: one shared system ``Σ_i G_i + β G_p (+ λI)`` (LU-factored
+    once), one solve per ``to_k`` / ``to_v`` weight. ``concept_grams[c]`` is ``G_c`` of concept ``c``'s prompts
+    (:func:`gram_matrix` of :func:`token_embeddings`). Returns the dense Edit and timing info."""
+    started = time.time()
+    loras = list(loras)
+    if not loras:
+        raise ValueError("no LoRAs to fuse")
+    missing = [l.concept for l in loras if l.concept not in concept_grams]
+    if missing:
+        raise KeyError(f"no embedding Gram for concepts {missing[:3]}: give concept_grams for every LoRA")
+    modules = loras[0].modules
+    for l in loras[1:]:
+        if set(l.modules) != set(modules):
+            raise ValueError(f"LoRA {l.concept!r} targets other modules than {loras[0].concept!r}")
+    dim = concept_grams[loras[0].concept].shape[0]
+    solver = ClosedFormSolver(config.lam, dim=dim)
+    for l in loras:   # the W e part of the target (W + sΔW_i) e: a "mapped" Gram
+        g = concept_grams[l.concept]
+        solver.add_gram(g, mapped=g)
+    if preserve_gram is not None and config.beta > 0:
+        solver.add_gram(preserve_gram, mapped=preserve_gram, weight=config.beta)
+    params = dict(unet.named_parameters())
+    missing = [m for m in modules if f"{m}.weight" not in params]
+    if missing:
+        raise KeyError(f"the UNet has no weight for LoRA targets {missing[:3]}")
+    # s Σ_i ΔW_i G_i = s Σ_i B_i (A_i G_i), streamed over concepts: one product with all layers' A_i stacked,
+    # then one rank-r update per layer (memory: the per-layer sums only, never q Grams at once)
+    mat1 = {m: torch.zeros(params[f"{m}.weight"].shape, dtype=torch.float64, device=solver.device) for m in modules}
+    for l in loras:
+        g = concept_grams[l.concept].to(solver.device, torch.float64)
+        a_g = torch.cat([l.A[m].to(solver.device, torch.float64) for m in modules]) @ g     # [layers·r, d]
+        r = l.rank
+        for k, m in enumerate(modules):
+            mat1[m].addmm_(l.B[m].to(solver.device, torch.float64), a_g[k * r:(k + 1) * r],
+                           alpha=config.lora_scale * l.scaling)
+    deltas = {}
+    for m in modules:
+        weight = params[f"{m}.weight"]
+        fused = solver.solve(weight.detach(), mat1=mat1.pop(m))
+        deltas[f"{m}.weight"] = (fused - weight.detach()).cpu()
+    info = {"fusion_seconds": time.time() - started, "num_loras": len(loras), "num_layers": len(modules)}
+    edit = Edit(deltas, name=name or f"mace-fusion:{len(loras)}",
+                metadata={"method": "mace-fusion", "concepts": [l.concept for l in loras],
+                          "fusion": config.as_dict(), **{k: v for k, v in info.items() if k != "fusion_seconds"}})
+    return edit, info
+
+
+def concept_grams(world, concepts: Sequence[Concept], tokens: str = "all",
+                  max_prompts: int | None = None) -> dict[str, torch.Tensor]:
+    """``G_c = Σ_j e_jᶠ e_jᶠᵀ`` over the token embeddings of each concept's prompts (MACE/ANT: 30 augmented
+    prompts × 77 tokens; the mini world: the concept's templates)."""
+    return {c.name: gram_matrix(token_embeddings(world, _concept_prompts(c, max_prompts), tokens, c.name))
+            for c in concepts}
+
+
+def default_prior_texts(world, n: int = 200) -> list[str]:
+    """Generic captions of the world (COCO or its mini analogue) as the prior-preservation set."""
+    frame, _ = world.coco_prompts(n) if world.name == "mini" else (world.coco_prompts(n), None)
+    frame = frame[0] if isinstance(frame, tuple) else frame
+    return list(dict.fromkeys(frame.prompt))
+
+
+def erase(world, concepts: Concept | Sequence[Concept], config: MACEConfig = MACEConfig(),
+          fusion: FusionConfig = FusionConfig(), preserve_texts: Sequence[str] | None = None,
+          lora_dir: str | Path | None = None, progress: bool = False) -> tuple[Edit, dict]:
+    """Train one LoRA per concept (``config``) and fuse them all (``fusion``, ANT Eq. 7) into one Edit.
+
+    ``preserve_texts`` form the prior set (default: the world's generic captions).
+    """
+    concepts = [concepts] if isinstance(concepts, Concept) else list(concepts)
+    if not concepts:
+        raise ValueError("no concepts to erase")
+    loras = train_concept_loras(world, concepts, config, lora_dir, shard=(0, 1), progress=progress)
+    texts = list(preserve_texts) if preserve_texts is not None else default_prior_texts(world)
+    grams = concept_grams(world, concepts, fusion.tokens, config.max_prompts)
+    edit, info = fuse_loras(world.pipe.unet, list(loras.values()), grams,
+                            prior_gram(world, texts, fusion.tokens) if texts else None, fusion,
+                            name=f"mace-{config.objective}:" + "+".join(c.name for c in concepts))
+    edit.metadata["config"] = config.as_dict()
+    return edit, {**info, "train_seconds": {n: l.metadata.get("train_seconds") for n, l in loras.items()}}
+
+
+# --- export --------------------------------------------------------------------------------------------------------
+def export_lora_file(lora: ConceptLoRA, folder: str | Path) -> Path:
+    """A concept's LoRA as a diffusers LoRA folder: ``pipe.load_lora_weights(folder)`` (peft backend) applies it,
+    ``pipe.fuse_lora()`` merges it. (A fused multi-concept :class:`Edit` exports with
+    :func:`unlearnkit.export.export_edit`: ``"diffusers"`` = ``pipe.save_pretrained`` folder, ``"lora"`` = an exact
+    SVD factorisation in the same LoRA format.)"""
+    return lora.save(folder)
