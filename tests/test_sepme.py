@@ -24,16 +24,7 @@ from unlearnkit import restoration
 torch.set_num_threads(1)
 
 
-@contextmanager
-def unet_must_not_run(unet):
-    def refuse(module, args):
-        raise AssertionError("the UNet ran although the inputs were invalid")
-
-    handle = unet.register_forward_pre_hook(refuse)
-    try:
-        yield
-    finally:
-        handle.remove()
+from test_baselines import unet_must_not_run  # noqa: E402  (one definition for every test file)
 
 
 # --- null space ------------------------------------------------------------------------------------------------------

@@ -242,21 +242,32 @@ def shard_items(indices: Sequence[int], shard: tuple[int, int]) -> list[int]:
 
 
 # --- validation -------------------------------------------------------------------------------------------------
-def _validate_inputs(prompts, seeds, settings, cache_dir, guidance, guidance_id, batch_size, model_id):
+def check_prompts_and_seeds(prompts, seeds, purpose: str = "generate",
+                            allow_blank: bool = True) -> tuple[list[str], list[int]]:
+    """A non-empty list of prompts (strings; non-blank unless ``allow_blank``) and one integer seed per prompt."""
     if isinstance(prompts, str):
         raise TypeError(f"prompts must be a list of strings, not one string: {prompts!r}")
     prompts = list(prompts)
     if not prompts:
-        raise ValueError("prompts is empty: give at least one prompt to generate")
+        raise ValueError(f"prompts is empty: give at least one prompt to {purpose}")
     for p in prompts:
         if not isinstance(p, str):
             raise TypeError(f"prompts must be strings, got {type(p).__name__}: {p!r}")
+    if not allow_blank:
+        bad = [p for p in prompts if not p.strip()]
+        if bad:
+            raise ValueError(f"prompts must be non-empty strings, got {bad[:3]!r}")
     seeds = list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
             raise TypeError(f"seeds must be integers, got {type(s).__name__}: {s!r}")
+    return prompts, [int(s) for s in seeds]
+
+
+def _validate_inputs(prompts, seeds, settings, cache_dir, guidance, guidance_id, batch_size, model_id):
+    prompts, seeds = check_prompts_and_seeds(prompts, seeds)
     if not isinstance(settings, SamplerSettings):
         raise TypeError(f"settings must be a SamplerSettings, got {type(settings).__name__}: {settings!r}")
     if guidance is not None and not (isinstance(guidance_id, str) and guidance_id):
@@ -272,7 +283,7 @@ def _validate_inputs(prompts, seeds, settings, cache_dir, guidance, guidance_id,
     cache_dir = Path(cache_dir)
     if cache_dir.exists() and not cache_dir.is_dir():
         raise NotADirectoryError(f"cache_dir {str(cache_dir)!r} exists and is not a directory")
-    return prompts, [int(s) for s in seeds], cache_dir
+    return prompts, seeds, cache_dir
 
 
 # --- generation -------------------------------------------------------------------------------------------------

@@ -20,21 +20,9 @@ __all__ = ["Encoder", "validate_prompts_and_seeds", "text_encoder_fn", "vocabula
 
 def validate_prompts_and_seeds(prompts, seeds) -> tuple[list[str], list[int]]:
     """The attacks' shared input check: a non-empty list of non-empty prompts and one integer seed each."""
-    if isinstance(prompts, str):
-        raise TypeError(f"prompts must be a list of strings, not one string: {prompts!r}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts is empty: give at least one prompt to attack")
-    bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
-    if bad:
-        raise ValueError(f"prompts must be non-empty strings, got {bad[:3]!r}")
-    seeds = list(seeds)
-    if len(seeds) != len(prompts):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"seeds must be integers, got {type(s).__name__}: {s!r}")
-    return prompts, [int(s) for s in seeds]
+    from ..generation import check_prompts_and_seeds
+
+    return check_prompts_and_seeds(prompts, seeds, purpose="attack", allow_blank=False)
 
 
 def text_encoder_fn(tokenizer, text_encoder, batch_size: int = 512) -> Encoder:
