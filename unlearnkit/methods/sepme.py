@@ -202,6 +202,23 @@ def _texts_embeddings(world, concepts, per, device, dtype):
 
 
 # --- G-CiRs ---------------------------------------------------------------------------------------------------------
+def _correlation_step(step, concepts, correlations, penalty, stopper, config, opt, log: list) -> bool:
+    """Alg. 1/2 inner step shared by G-CiRs and SepME: balance the per-concept L_cor (η_i), update L_mom, log, and
+    — unless L_mom ≤ τ (early stop, returned True) — take one Adam step on L + λ‖Δθ‖_p."""
+    data_term = balanced_correlation(correlations)
+    stop = stopper.update(float(data_term.detach()))
+    log.append({"step": step, "L_mom": stopper.value, "data": float(data_term.detach()),
+                "penalty": float(penalty.detach()), "stopped": stop,
+                **{f"L_cor[{concept_text(c)}]": float(v) for c, v in zip(concepts, correlations.detach())}})
+    if stop:
+        return True
+    loss = data_term + config.lam * penalty
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return False
+
+
 def fit_gcirs(world, concepts, config: SepMEConfig = SepMEConfig(), data: dict | None = None,
               progress: bool = False) -> tuple[Edit, list[dict]]:
     """G-CiRs (SepME Alg. 1): one dense Edit on ``config.gcirs_scope`` erasing all ``concepts`` together.
@@ -230,18 +247,9 @@ def fit_gcirs(world, concepts, config: SepMEConfig = SepMEConfig(), data: dict |
             edited = concept_representation(*predict_eps(unet, x_t, t, cond, empty))
             correlations = torch.stack([correlation_loss(frozen[i * per:(i + 1) * per], edited[i * per:(i + 1) * per])
                                         for i in range(n)])
-            data_term = balanced_correlation(correlations)
-            stop = stopper.update(float(data_term.detach()))
             penalty = weight_penalty([p - delta.original[k] for k, p in delta.params.items()], config.p)
-            log.append({"step": step, "L_mom": stopper.value, "data": float(data_term.detach()),
-                        "penalty": float(penalty.detach()), "stopped": stop,
-                        **{f"L_cor[{concept_text(c)}]": float(v) for c, v in zip(concepts, correlations.detach())}})
-            if stop:
+            if _correlation_step(step, concepts, correlations, penalty, stopper, config, opt, log):
                 break
-            loss = data_term + config.lam * penalty
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
         edit = delta.to_edit(name=f"gcirs:{label}",
                              metadata={"method": "gcirs", "concepts": [concept_text(c) for c in concepts],
                                        "steps": len(log), "stopped_early": bool(log and log[-1]["stopped"]),
@@ -315,18 +323,9 @@ def fit_decoupled(world, concepts, protected: dict[str, Sequence[str]], config: 
                 # ΔW_i c_∅ = 0, so the edited ε'(∅) is the frozen ε(∅) (Eq. 6): no second UNet pass.
                 correlations.append(correlation_loss(frozen[rows], concept_representation(eps_edit, eps_empty[rows])))
             correlations = torch.stack(correlations)
-            data_term = balanced_correlation(correlations)
-            stop = stopper.update(float(data_term.detach()))
             penalty = weight_penalty([w for ws in weights.values() for w in ws.values()], config.p)
-            log.append({"step": step, "L_mom": stopper.value, "data": float(data_term.detach()),
-                        "penalty": float(penalty.detach()), "stopped": stop,
-                        **{f"L_cor[{concept_text(c)}]": float(v) for c, v in zip(concepts, correlations.detach())}})
-            if stop:
+            if _correlation_step(step, concepts, correlations, penalty, stopper, config, opt, log):
                 break
-            loss = data_term + config.lam * penalty
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
     finally:
         for k, p in unet.named_parameters():
             p.requires_grad_(requires_grad[k])
