@@ -233,6 +233,11 @@ def training_in_place(unet: torch.nn.Module, names: list[str],
         yield delta
     finally:
         delta.reset()
-        for n, p in unet.named_parameters():
-            p.requires_grad_(requires_grad[n])
-            p.grad = None
+        restore_requires_grad(unet, requires_grad)
+
+
+def restore_requires_grad(module: torch.nn.Module, flags: Mapping[str, bool]) -> None:
+    """Put back every parameter's ``requires_grad`` flag (from ``{name: flag}``) and drop its gradient."""
+    for n, p in module.named_parameters():
+        p.requires_grad_(flags[n])
+        p.grad = None

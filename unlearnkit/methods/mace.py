@@ -54,11 +54,12 @@ from tqdm.auto import tqdm
 
 from ..concepts import Concept
 from ..diffusion import predict_eps, q_sample, validate_paper_step
-from ..edits import Edit
+from ..edits import Edit, restore_requires_grad
 from ..fusion import ClosedFormSolver
 from ..losses.trajectory import (ABLATION_CONFIGS, STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps,
                                  trajectory_loss_terms)
 from ..params import cross_attention_modules
+from .fmn import recording_cross_attention
 from ..sampling import SamplerSettings, ddim_scheduler_for, initial_noise, latent_shape
 
 __all__ = [
@@ -306,9 +307,7 @@ def lora_adapter(unet, rank: int, lora_alpha: float | None = None, seed: int = 0
         yield layers
     finally:
         unet.unload_lora()
-        for n, p in unet.named_parameters():
-            p.requires_grad_(requires_grad[n])
-            p.grad = None
+        restore_requires_grad(unet, requires_grad)
 
 
 def _read_lora(layers: dict, concept: str, scaling: float, metadata: dict) -> ConceptLoRA:
@@ -443,44 +442,6 @@ def concept_token_mask(tokenizer, prompt: str, concept: str) -> torch.Tensor:
     return mask
 
 
-class _AttentionProbeProcessor:
-    """Cross-attention with the classic (non-fused) computation, recording ``‖softmax(QKᵀ/√d)[..., tokens]‖_F``
-    per call into ``store`` — the quantity MACE's stage-2 loss drives to zero."""
-
-    def __init__(self, store: list, token_mask: torch.Tensor):
-        self.store, self.token_mask = store, token_mask
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        if hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None:
-            raise NotImplementedError("the attention probe supports token-sequence cross-attention only")
-        residual = hidden_states
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, None)                  # [B·heads, HW, L]
-        self.store.append(torch.linalg.vector_norm(probs[..., self.token_mask.to(probs.device)]))
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
-
-
-@contextmanager
-def _probing_cross_attention(unet, store: list, token_mask: torch.Tensor) -> Iterator[None]:
-    original = unet.attn_processors
-    probes = {name: (_AttentionProbeProcessor(store, token_mask) if ".attn2." in f".{name}" else proc)
-              for name, proc in original.items()}
-    unet.set_attn_processor(probes)
-    try:
-        yield
-    finally:
-        unet.set_attn_processor(original)
-
-
 def _mace_attention_loss(world, bank: TrajectoryBank, concept: Concept, config: MACEConfig,
                          generator, density) -> dict[str, torch.Tensor]:
     """MACE stage 2: Σ_layers ‖A_l[concept + EOS tokens]‖_F at ``x_t = q_sample(x₀, t)``, ``x₀`` the frozen
@@ -497,10 +458,9 @@ def _mace_attention_loss(world, bank: TrajectoryBank, concept: Concept, config: 
     x_t = q_sample(world.pipe.scheduler, x0, t.to(unet.device), noise)
     prompt = bank.prompts[run]
     mask = concept_token_mask(world.pipe.tokenizer, prompt, concept.name)
-    store: list = []
-    with _probing_cross_attention(unet, store, mask):
+    with recording_cross_attention(unet) as probabilities:      # FMN's recorder: [B·heads, HW, L] per attn2 call
         predict_eps(unet, x_t, t.to(unet.device), world.embeddings([prompt]).to(unet.device))
-    loss = torch.stack(store).sum()
+    loss = torch.stack([torch.linalg.vector_norm(a[..., mask.to(a.device)]) for a in probabilities]).sum()
     return {"attention": loss, "loss": loss, "t": t.float()[0]}
 
 
