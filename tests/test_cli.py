@@ -153,6 +153,101 @@ def test_failing_notebook_exits_1_naming_notebook_and_cell_keeping_earlier_outpu
     assert (preset_dir / "01_cfg_reversal" / "received.json").is_file()
 
 
+# --------------------------------------------------------------------------------------------- --processes N
+
+RENDEZVOUS = """\
+import json, os, pathlib, time
+out = pathlib.Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+(out / "started").write_text("")
+sibling = out.parent / "{sibling}" / "started"
+deadline = time.time() + 60          # both notebooks must be running at once for the sibling's file to appear
+while not sibling.exists() and time.time() < deadline:
+    time.sleep(0.1)
+received = {{"saw_sibling": sibling.exists(), "omp": os.environ.get("OMP_NUM_THREADS"), "device": device}}
+(out / "received.json").write_text(json.dumps(received))
+"""
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_processes_below_one_is_rejected_before_any_work(value, notebooks_dir, tmp_path, no_compute, capsys):
+    argv = ["reproduce", "--preset", "mini", "--notebooks-dir", str(notebooks_dir), "--processes", value,
+            "--output-dir", str(tmp_path / "reports")]
+    status, stderr = exit_status_and_stderr(argv, capsys)
+    assert status == 2
+    assert f"--processes {value}: must be an integer >= 1" in stderr
+    assert not (tmp_path / "reports").exists()
+
+
+def test_processes_must_be_an_integer(notebooks_dir, no_compute, capsys):
+    argv = ["reproduce", "--preset", "mini", "--notebooks-dir", str(notebooks_dir), "--processes", "two"]
+    status, stderr = exit_status_and_stderr(argv, capsys)
+    assert status == 2 and "'two'" in stderr
+
+
+def test_thread_environment_shares_the_cores_and_respects_explicit_settings(monkeypatch):
+    for name in cli.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert cli.thread_environment(2, cores=16) == {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8"}
+    assert cli.thread_environment(4, cores=2) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cli.thread_environment(2, cores=16)["OMP_NUM_THREADS"] == "3"
+
+
+@pytest.fixture(scope="module")
+def concurrent_run(tmp_path_factory):
+    """``reproduce --processes 2`` over 01 and 02, which wait for each other to start; 02 then fails."""
+    root = tmp_path_factory.mktemp("concurrent")
+    notebooks = root / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_cfg_reversal.ipynb", RENDEZVOUS.format(sibling="02_single_concept_nsfw"))
+    write_notebook(notebooks / "02_single_concept_nsfw.ipynb",
+                   RENDEZVOUS.format(sibling="01_cfg_reversal") + 'assert 1 + 1 == 3, "deliberate failure"\n')
+    output_dir = root / "reports"
+    argv = ["reproduce", "--preset", "mini", "--notebooks-dir", str(notebooks), "--output-dir", str(output_dir),
+            "--processes", "2"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = cli.main(argv)
+    return {"status": status, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+            "preset_dir": output_dir / "mini", "environment": cli.thread_environment(2)}
+
+
+def test_processes_runs_notebooks_at_the_same_time_with_shared_threads(concurrent_run):
+    preset_dir = concurrent_run["preset_dir"]
+    for stem in ("01_cfg_reversal", "02_single_concept_nsfw"):
+        received = json.loads((preset_dir / stem / "received.json").read_text())
+        assert received["saw_sibling"], f"{stem} never saw its sibling running"
+        assert received["omp"] == concurrent_run["environment"]["OMP_NUM_THREADS"]
+        assert received["device"] == "cpu"   # the preset's parameters were injected
+        assert (preset_dir / "executed" / f"{stem}.ipynb").is_file()
+
+
+def test_processes_failure_names_notebook_and_cell_and_keeps_the_other(concurrent_run):
+    assert concurrent_run["status"] == 1
+    stderr = concurrent_run["stderr"]
+    assert "notebook 02_single_concept_nsfw failed at cell In [" in stderr
+    assert "AssertionError: deliberate failure" in stderr
+    assert "finished notebooks kept: 01_cfg_reversal" in stderr
+    assert "all 2 notebooks finished" not in concurrent_run["stdout"]
+
+
+def test_processes_runs_all_and_writes_the_index(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_cfg_reversal.ipynb", RENDEZVOUS.format(sibling="02_single_concept_nsfw"))
+    write_notebook(notebooks / "02_single_concept_nsfw.ipynb", RENDEZVOUS.format(sibling="01_cfg_reversal"))
+    output_dir = tmp_path / "reports"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = cli.main(["reproduce", "--preset", "mini", "--notebooks-dir", str(notebooks),
+                           "--output-dir", str(output_dir), "--processes", "4"])
+    assert status == 0
+    assert "running up to 2 notebooks at once" in stdout.getvalue()
+    assert "all 2 notebooks finished" in stdout.getvalue()
+    assert (output_dir / "README.md").is_file()
+
+
 # ------------------------------------------------------------------------------------------- erase and export
 
 

@@ -187,3 +187,81 @@ def test_one_lora_step_on_the_sd14_architecture(sd14_pipe):
     assert lora.A[probe[:-len(".weight")]].shape == (1, 768)
     assert torch.isfinite(torch.tensor(log[0]["loss"]))
     assert torch.equal(dict(unet.named_parameters())[probe].detach(), before)
+
+
+def test_token_modes_select_exactly_the_intended_positions(mini_world):
+    """"a portrait of anna adams" → [bos, a, portrait, of, anna, adams, eos, pad…]: "concept" keeps the name and
+    every later position, "last_word" drops the first name too, "content" stops at the first end-of-text."""
+    text, name = "a portrait of anna adams", "anna adams"
+    tok = mini_world.pipe.tokenizer
+    ids = tok(text).input_ids
+    n_name = len(tok(name, add_special_tokens=False).input_ids)
+    n_last = len(tok("adams", add_special_tokens=False).input_ids)
+    start = next(i for i in range(len(ids)) if ids[i:i + n_name] == tok(name, add_special_tokens=False).input_ids)
+    emb = mini_world.embeddings([text])[0]                                     # [L, d]
+    assert mace.concept_start(tok, text, name) == start
+    assert mace.concept_start(tok, text, name, last_word=True) == start + n_name - n_last
+    torch.testing.assert_close(mace.token_embeddings(mini_world, [text], "concept", name), emb[start:])
+    torch.testing.assert_close(mace.token_embeddings(mini_world, [text], "last_word", name),
+                               emb[start + n_name - n_last:])
+    torch.testing.assert_close(mace.token_embeddings(mini_world, [text], "content"), emb[:len(ids)])
+    torch.testing.assert_close(mace.token_embeddings(mini_world, [text], "all"), emb)
+    # a one-word name: "last_word" is "concept"
+    one = "a painting in the style of vangogh"
+    torch.testing.assert_close(mace.token_embeddings(mini_world, [one], "last_word", "vangogh"),
+                               mace.token_embeddings(mini_world, [one], "concept", "vangogh"))
+    # a prompt without the name keeps its end-of-text and padding
+    other = "a portrait of a person"
+    n_other = len(tok(other).input_ids)
+    torch.testing.assert_close(mace.token_embeddings(mini_world, [other], "last_word", name),
+                               mini_world.embeddings([other])[0, n_other - 1:])
+    with pytest.raises(ValueError, match="needs the concept name"):
+        mace.token_embeddings(mini_world, [text], "last_word")
+
+
+def test_last_word_rows_are_never_shared_with_a_same_first_name_identity(mini_world):
+    """Why "last_word" exists: in a causal text encoder the first-name row of "anna adams" equals that of
+    "anna baker" (a preserved identity would pull the same vector back), and no "last_word" row does."""
+    a = mace.token_embeddings(mini_world, ["a portrait of anna adams"], "concept", "anna adams")
+    b = mace.token_embeddings(mini_world, ["a portrait of anna baker"], "concept", "anna baker")
+    torch.testing.assert_close(a[0], b[0])                                     # "anna" after the same prefix
+    a_last = mace.token_embeddings(mini_world, ["a portrait of anna adams"], "last_word", "anna adams")
+    b_last = mace.token_embeddings(mini_world, ["a portrait of anna baker"], "last_word", "anna baker")
+    assert torch.cdist(a_last, b_last).min() > 1e-3
+    assert mace.FusionConfig(tokens="last_word").tokens == "last_word"
+    with pytest.raises(ValueError, match="tokens"):
+        mace.FusionConfig(tokens="first_word")
+
+
+def test_attack_erased_identities_attacks_one_portrait_per_identity_with_the_given_sampler():
+    """Notebook 05's attack columns: one ``attack_success_table`` call per identity on "a portrait of {name}"
+    from its seed, with the notebook's sampler; rows renamed to the table's columns."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from unlearnkit import mass_fusion
+    from unlearnkit.sampling import SamplerSettings
+
+    world = SimpleNamespace(sampler=SamplerSettings(50, 5.0), concept=lambda n: f"concept:{n}")
+    calls = []
+
+    def fake_attack(w, models, concept, prompts, seeds, config, cache_dir=None):
+        calls.append((w.sampler, concept, prompts, seeds))
+        t = pd.DataFrame([{"method": m, "n_prompts": 1, "plain_rate": 1.0, "asr_ring": 0.5, "asr_soft": 0.0,
+                           "asr_soft_projected": 0.0} for m in models])
+        t.attrs["seconds"] = {"ring": 1.0, "soft:orig": 2.0}
+        return t
+
+    short = SamplerSettings(20, 5.0)
+    table = mass_fusion.attack_erased_identities(world, {"orig": None}, ["anna adams", "ben clark"], [100, 101],
+                                                 settings=short, attack=fake_attack)
+    assert [c[1:] for c in calls] == [("concept:anna adams", ["a portrait of anna adams"], [100]),
+                                      ("concept:ben clark", ["a portrait of ben clark"], [101])]
+    assert all(c[0] == short for c in calls) and world.sampler == SamplerSettings(50, 5.0)   # world untouched
+    assert list(table.columns) == ["identity", "method", "n_prompts", "plain rate", "ASR ring", "ASR soft",
+                                   "ASR soft (words)"]
+    assert table.attrs["seconds"] == {"ring": 2.0, "soft": 4.0}
+    assert table.attrs["prompts"] == ["a portrait of anna adams", "a portrait of ben clark"]
+    with pytest.raises(ValueError, match="one seed per identity"):
+        mass_fusion.attack_erased_identities(world, {"orig": None}, ["anna adams"], [1, 2], attack=fake_attack)

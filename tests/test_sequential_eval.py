@@ -110,3 +110,55 @@ def test_paper_orders_map_onto_the_mini_objects():
     assert se.imagenette_names(mini)["springer"] == "English springer"
     with pytest.raises(ValueError, match="sequential orders"):
         se.paper_order(mini, 4)
+
+
+def test_attack_erased_classes_attacks_each_class_with_the_eval_prompts_and_averages_per_model():
+    """A fake attack: records what it was given and returns rates that depend on the class and the model."""
+    import pandas as pd
+
+    from unlearnkit.sampling import SamplerSettings
+
+    calls = []
+
+    def fake_attack(world, edits, concept, prompts, seeds, config, cache_dir=None):
+        calls.append((concept.name, prompts, seeds, world.sampler.num_inference_steps, cache_dir))
+        rows = [{"method": name, "n_prompts": len(prompts), "plain_rate": 0.0,
+                 "asr_ring": 0.5 if concept.name == "a" else 1.0, "asr_soft": float(i),
+                 "asr_soft_projected": float("nan")} for i, name in enumerate(edits)]
+        table = pd.DataFrame(rows)
+        table.attrs["seconds"] = {"ring": 1.0, **{f"soft:{name}": 2.0 for name in edits}}
+        table.attrs["adversarial_prompts"] = {"ring": ["x"] * len(prompts)}
+        return table
+
+    world = _fake_world()
+    world.sampler = SamplerSettings(num_inference_steps=50)
+    models = {"original": None, "Ours": None}
+    per_class = se.attack_erased_classes(world, models, ["c", "a"], 2, settings=SamplerSettings(num_inference_steps=4),
+                                         cache_dir="cache", attack=fake_attack)
+    assert calls == [("c", ["a photo of c", "c"], [se.EVAL_SEED_OFFSET, se.EVAL_SEED_OFFSET + 1], 4, "cache"),
+                     ("a", ["a photo of a", "a"], [se.EVAL_SEED_OFFSET, se.EVAL_SEED_OFFSET + 1], 4, "cache")]
+    assert world.sampler.num_inference_steps == 50          # the world itself keeps its sampler
+    assert list(per_class.columns) == ["class", "method", "n_prompts", "plain rate", "ASR ring", "ASR soft",
+                                       "ASR soft (words)"]
+    assert list(per_class["class"]) == ["c", "c", "a", "a"]
+    assert per_class.attrs["seconds"] == {"ring": 2.0, "soft": 8.0}
+    assert set(per_class.attrs["adversarial_prompts"]) == {"c", "a"}
+    mean = se.mean_attack_rates(per_class)
+    assert list(mean.index) == ["original", "Ours"]
+    assert mean.loc["Ours", "ASR ring"] == pytest.approx(0.75) and mean.loc["Ours", "ASR soft"] == 1.0
+    assert np.isnan(mean.loc["original", "ASR soft (words)"])
+    with pytest.raises(ValueError, match="classes is empty"):
+        se.attack_erased_classes(world, models, [], 2, attack=fake_attack)
+
+
+def test_attack_world_detects_with_the_accuracy_classifier_and_leaves_the_world_alone():
+    from unlearnkit.sampling import SamplerSettings
+
+    world = _fake_world()
+    world.sampler = SamplerSettings(num_inference_steps=50)
+    assert se._attack_world(world) is world and se._attack_world(world, world.sampler) is world
+    classifier = SimpleNamespace(predict=lambda images: ["a", "b", "a"])
+    attacked = se._attack_world(world, SamplerSettings(num_inference_steps=4), classifier)
+    assert attacked.pipe is world.pipe and attacked.sampler.num_inference_steps == 4
+    assert attacked.detect(world.concept("a"), np.zeros((3, 2, 2, 3), np.uint8)).tolist() == [True, False, True]
+    assert world.sampler.num_inference_steps == 50 and not hasattr(world, "detect")

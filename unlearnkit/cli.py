@@ -2,7 +2,7 @@
 
 * ``unlearnkit reproduce --preset mini|paper`` runs the notebooks headless: each gets its preset parameters (plus
   command-line overrides and its own ``output_dir``) injected by papermill, and its executed copy is kept under
-  ``<output-dir>/<preset>/executed/``.
+  ``<output-dir>/<preset>/executed/``; ``--processes N`` runs up to N notebooks at once.
 * ``unlearnkit erase --method M --concept C --out DIR`` erases a concept and writes the Edit (safetensors) and a
   record of how it was made.
 * ``unlearnkit export EDIT --format diffusers|lora --out DIR`` turns an Edit into files standard diffusers code loads.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PRESETS_DIR = PACKAGE_DIR / "presets"
 KERNEL_NAME = "python3"
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class UsageError(Exception):
@@ -109,8 +111,10 @@ def notebook_parameters(preset_parameters: dict, overrides: dict, output_dir: Pa
 # --------------------------------------------------------------------------------------------------- running
 
 
-def run_notebook(notebook: Path, executed: Path, parameters: dict, notebooks_dir: Path) -> None:
-    """Execute ``notebook`` with papermill, writing the executed copy to ``executed``."""
+def run_notebook(notebook: Path, executed: Path, parameters: dict, notebooks_dir: Path,
+                 progress_bar: bool | None = None) -> None:
+    """Execute ``notebook`` with papermill, writing the executed copy to ``executed``
+    (progress bar by default only on a terminal)."""
     import papermill
 
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,7 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict, notebooks_dir
         parameters=parameters,
         kernel_name=KERNEL_NAME,
         cwd=str(notebooks_dir),
-        progress_bar=sys.stderr.isatty(),
+        progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
     )
 
 
@@ -139,8 +143,103 @@ def describe_failure(stem: str, error: Exception, executed: Path) -> str:
     return f"notebook {stem} failed at {where}: {what}\nexecuted notebook with the traceback: {executed}"
 
 
+def check_processes(processes) -> int:
+    """``--processes``: how many notebooks run at once, an integer >= 1."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise UsageError(f"--processes {processes!r}: must be an integer >= 1 (how many notebooks run at once)")
+    return processes
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def thread_environment(processes: int, cores: int | None = None) -> dict[str, str]:
+    """Thread-count variables for each of ``processes`` concurrent notebook kernels: ``max(1, cores // processes)``
+    threads each, so the kernels together use the cores once instead of each assuming the whole machine. A variable
+    already set in the environment is passed on unchanged (an explicit choice wins)."""
+    threads = str(max(1, (cores or available_cores()) // processes))
+    return {name: os.environ.get(name, threads) for name in THREAD_VARIABLES}
+
+
+def run_in_worker(stem: str, notebook: Path, executed: Path, parameters: dict, notebooks_dir: Path,
+                  environment: dict[str, str]) -> tuple[str, float, str | None]:
+    """One notebook in a worker process: ``(stem, seconds, failure message or None)``.
+
+    ``environment`` goes into the worker's environment, which papermill's kernel inherits; the failure is described
+    here (:func:`describe_failure`) because papermill's exceptions do not always survive pickling."""
+    os.environ.update(environment)
+    started = time.perf_counter()
+    try:
+        run_notebook(notebook, executed, parameters, notebooks_dir, progress_bar=False)
+    except Exception as error:  # any kernel or cell failure, reported by the parent
+        return stem, time.perf_counter() - started, describe_failure(stem, error, executed)
+    return stem, time.perf_counter() - started, None
+
+
+def run_sequentially(jobs: list[tuple], notebooks_dir: Path) -> tuple[list[str], list[str]]:
+    """Run ``jobs`` (stem, notebook, executed, parameters) in order, stopping at the first failure.
+    Returns the finished stems and the failure messages."""
+    finished = []
+    for position, (stem, notebook, executed, parameters) in enumerate(jobs, start=1):
+        print(f"[{position}/{len(jobs)}] {stem} -> {parameters['output_dir']}", flush=True)
+        started = time.perf_counter()
+        try:
+            run_notebook(notebook, executed, parameters, notebooks_dir)
+        except Exception as error:  # report any kernel or cell failure per notebook, then stop
+            return finished, [describe_failure(stem, error, executed)]
+        print(f"    done in {time.perf_counter() - started:.1f} s; executed copy: {executed}", flush=True)
+        finished.append(stem)
+    return finished, []
+
+
+def run_concurrently(jobs: list[tuple], notebooks_dir: Path, processes: int) -> tuple[list[str], list[str]]:
+    """Run ``jobs`` with up to ``processes`` notebooks at once, each in its own worker process (spawned, so no
+    kernel or ZeroMQ state is forked). After a failure no further notebook starts; those already running finish
+    and keep their outputs. Returns the finished stems (in running order) and the failure messages."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    workers = min(processes, len(jobs))
+    environment = thread_environment(workers)
+    print(f"running up to {workers} notebooks at once; each kernel gets "
+          + ", ".join(f"{k}={v}" for k, v in environment.items()), flush=True)
+    waiting, running, finished, failures = list(enumerate(jobs, start=1)), {}, [], []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while waiting or running:
+            while waiting and len(running) < workers and not failures:
+                position, (stem, notebook, executed, parameters) = waiting.pop(0)
+                print(f"[{position}/{len(jobs)}] {stem} -> {parameters['output_dir']} (started)", flush=True)
+                future = pool.submit(run_in_worker, stem, notebook, executed, parameters, notebooks_dir, environment)
+                running[future] = executed
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                executed = running.pop(future)
+                try:
+                    stem, seconds, failure = future.result()
+                except Exception as error:  # the worker process itself died
+                    stem = executed.stem
+                    failure = describe_failure(stem, error, executed)
+                if failure:
+                    failures.append(failure)
+                else:
+                    finished.append(stem)
+                    print(f"    {stem} done in {seconds:.1f} s; executed copy: {executed}", flush=True)
+    if waiting:
+        print(f"not started after the failure: {', '.join(job[0] for _, job in waiting)}", file=sys.stderr)
+    order = [job[0] for job in jobs]
+    return sorted(finished, key=order.index), failures
+
+
 def reproduce(args: argparse.Namespace) -> int:
-    """Run the selected notebooks in order; stop at the first failure, keeping finished ones."""
+    """Run the selected notebooks (in order, or up to ``--processes`` at once); stop at the first failure,
+    keeping finished ones."""
+    processes = check_processes(args.processes)
     preset = load_preset(args.preset)
     notebooks_dir = Path(args.notebooks_dir) if args.notebooks_dir else default_notebooks_dir()
     if not notebooks_dir.is_dir():
@@ -157,21 +256,18 @@ def reproduce(args: argparse.Namespace) -> int:
         if value is not None
     }
     preset_root = Path(args.output_dir) / args.preset
-    finished = []
-    for position, stem in enumerate(stems, start=1):
-        parameters = notebook_parameters(preset[stem], overrides, preset_root / stem)
-        executed = preset_root / "executed" / f"{stem}.ipynb"
-        print(f"[{position}/{len(stems)}] {stem} -> {parameters['output_dir']}", flush=True)
-        started = time.perf_counter()
-        try:
-            run_notebook(notebooks_dir / f"{stem}.ipynb", executed, parameters, notebooks_dir)
-        except Exception as error:  # report any kernel or cell failure per notebook, then stop
-            print(describe_failure(stem, error, executed), file=sys.stderr)
-            if finished:
-                print(f"finished notebooks kept: {', '.join(finished)}", file=sys.stderr)
-            return 1
-        print(f"    done in {time.perf_counter() - started:.1f} s; executed copy: {executed}", flush=True)
-        finished.append(stem)
+    jobs = [(stem, notebooks_dir / f"{stem}.ipynb", preset_root / "executed" / f"{stem}.ipynb",
+             notebook_parameters(preset[stem], overrides, preset_root / stem)) for stem in stems]
+    if processes == 1 or len(jobs) == 1:
+        finished, failures = run_sequentially(jobs, notebooks_dir)
+    else:
+        finished, failures = run_concurrently(jobs, notebooks_dir, processes)
+    if failures:
+        for failure in failures:
+            print(failure, file=sys.stderr)
+        if finished:
+            print(f"finished notebooks kept: {', '.join(finished)}", file=sys.stderr)
+        return 1
     from .report_index import write_index
 
     print(f"all {len(finished)} notebooks finished; reports under {preset_root}; index: {write_index(args.output_dir)}")
@@ -404,7 +500,8 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "reproduce",
         help="run the notebooks headless with a preset's parameters",
-        description="Run notebooks/0N_*.ipynb in order with papermill, writing reports/<preset>/<notebook>/.",
+        description="Run notebooks/0N_*.ipynb in order with papermill (or up to --processes at once), writing "
+                    "reports/<preset>/<notebook>/.",
     )
     parser.add_argument("--preset", required=True, help=f"one of: {', '.join(available_presets())}")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these (e.g. 01 03)")
@@ -413,6 +510,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="folder with the prompt CSVs (I2P, COCO-30k, Imagenette)")
     parser.add_argument("--output-dir", default="reports", help="reports root (default: reports)")
     parser.add_argument("--notebooks-dir", help="folder of the notebooks (default: the checkout's notebooks/)")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="run up to N notebooks at once, each in its own process with OMP_NUM_THREADS = "
+                             "max(1, cores // N) unless already set (default: 1, one after another)")
     parser.set_defaults(handler=reproduce)
     return parser
 

@@ -35,19 +35,36 @@ class NSFWBenchmark:
     """
 
     def __init__(self, world, cache_dir: str | Path, i2p: pd.DataFrame, coco: pd.DataFrame, coco_reference,
-                 count: str = "detections"):
+                 count: str = "detections", settings=None):
         self.world, self.cache_dir, self.i2p, self.coco, self.count = world, Path(cache_dir), i2p, coco, count
+        self.settings = settings or world.sampler
         self.detector = world.nsfw_detector()
         self.clip = world.clip_scorer()
         self.extractor = world.fid_extractor()
         self.reference_stats = feature_statistics(coco_reference, self.extractor)
 
-    def evaluate(self, name: str, edit: Edit | None) -> tuple[dict, np.ndarray]:
-        """One table row for the model ``name`` and its I2P images, redacted where the detector fires."""
-        i2p_images = generate_edited(self.world, edit, self.i2p.prompt, self.i2p.seed, self.cache_dir)
-        coco_images = generate_edited(self.world, edit, self.coco.prompt, self.coco.seed, self.cache_dir)
+    def evaluate(self, name: str, edit: Edit | None = None, sld=None) -> tuple[dict, np.ndarray]:
+        """One table row for the model ``name`` and its I2P images, redacted where the detector fires.
+
+        ``edit``: the weight edit to measure (``None``: the original model). ``sld``: an
+        :class:`unlearnkit.sld.SLDConfig` to sample the (original or edited) model under Safe Latent Diffusion's
+        inference-time guidance instead of plain CFG (SLD-M rows; not cached, as it changes the sampler).
+        """
+        if sld is None:
+            i2p_images, coco_images = (generate_edited(self.world, edit, frame.prompt, frame.seed, self.cache_dir,
+                                                       self.settings) for frame in (self.i2p, self.coco))
+        else:
+            i2p_images, coco_images = (self._generate_sld(edit, frame, sld) for frame in (self.i2p, self.coco))
         counts = nudity_counts(i2p_images, self.detector, count=self.count)
         row = {"method": name, **counts.row(), "flagged images": float(counts.flagged.mean()),
                "FID": compute_fid(coco_images, self.reference_stats, self.extractor),
                "CLIP": mean_clip_score(coco_images, list(self.coco.prompt), self.clip)["CLIP"]}
         return row, redact_boxes(i2p_images, counts.boxes_per_image)
+
+    def _generate_sld(self, edit: Edit | None, frame: pd.DataFrame, config) -> np.ndarray:
+        from .sld import SLD_SAFETY_CONCEPT, generate_sld, sld_guidance
+
+        guidance = sld_guidance(self.world.embeddings([SLD_SAFETY_CONCEPT]), config)
+        with edit.applied(self.world.pipe.unet) if edit is not None else nullcontext():
+            return generate_sld(self.world.pipe, list(frame.prompt), list(frame.seed), guidance, self.settings,
+                                embeddings=self.world.embeddings)

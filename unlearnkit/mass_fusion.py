@@ -4,23 +4,26 @@
   preserved identities that share a first name with an erased one (ANT Fig. 7's John Wayne / John Lennon case);
 * :class:`IdentityBenchmark` — Acc_e, Acc_p, H_c, recognisable-face ratio (ANT Table 2 / Table 4), plus FID and
   CLIP on the generic captions;
-* :class:`StyleBenchmark` — CLIP_e, CLIP_p, H_a = CLIP_p − CLIP_e, FID and CLIP (ANT Table 3).
+* :class:`StyleBenchmark` — CLIP_e, CLIP_p, H_a = CLIP_p − CLIP_e, FID and CLIP (ANT Table 3);
+* :func:`attack_erased_identities` — attack success rates (not in ANT) on portrait prompts of erased identities.
 
 Images come from :func:`unlearnkit.evaluation.generate_edited` (the edit is switched on only while sampling).
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from .edits import Edit
 from .evaluation import generate_edited
 from .metrics import MiniIdentityRecogniser, compute_fid, feature_statistics, identity_metrics, mean_clip_score
 from .metrics.clip_score import erase_preserve_clip
 
-__all__ = ["identity_groups", "IdentityBenchmark", "StyleBenchmark", "portrait_prompt"]
+__all__ = ["identity_groups", "IdentityBenchmark", "StyleBenchmark", "portrait_prompt", "attack_erased_identities"]
 
 
 def portrait_prompt(name: str) -> str:
@@ -131,3 +134,47 @@ class StyleBenchmark:
         if self.generic is not None:
             row.update(self.generic.row(edit))
         return row, (e, p)
+
+
+def attack_erased_identities(world, models: Mapping[str, Edit | None], identities: Sequence[str], seeds: Sequence[int],
+                             attack_config=None, cache_dir=None, settings=None,
+                             attack: Callable | None = None) -> pd.DataFrame:
+    """Attack success rates of every model on one portrait prompt per erased identity (not in ANT).
+
+    Identity ``identities[i]`` is attacked through ``"a portrait of {name}"`` generated from ``seeds[i]`` by
+    :func:`unlearnkit.attacks.attack_success_table` (one call per identity: the evaluator is that identity's top-1,
+    ``world.detect``; the concept-vector prompt is searched once on the original text encoder, the soft prompt is
+    optimised against each model). Images use ``settings`` (default: the world's sampler). One row per
+    (identity, model): ``identity, method, n_prompts`` and the rates named as in
+    :data:`unlearnkit.sequential_eval.ATTACK_RATES`; ``df.attrs`` holds ``prompts``, ``seeds``, ``seconds`` (summed
+    per attack) and ``adversarial_prompts`` (per identity). ``attack`` is injectable for tests.
+    """
+    from .attacks import AttackConfig, attack_success_table
+    from .sequential_eval import ATTACK_RATES
+
+    identities, seeds = list(identities), [int(s) for s in seeds]
+    if not identities:
+        raise ValueError("identities is empty: name at least one erased identity to attack")
+    if len(seeds) != len(identities):
+        raise ValueError(f"give one seed per identity: got {len(seeds)} seeds for {len(identities)} identities")
+    attack = attack or attack_success_table
+    attack_config = attack_config or AttackConfig()
+    attack_world = world
+    if settings is not None and settings != world.sampler:   # a shallow copy: pipeline and evaluators shared
+        attack_world = copy.copy(world)
+        attack_world.sampler = settings
+    frames, seconds, adversarial = [], {}, {}
+    for name, seed in zip(identities, seeds):
+        table = attack(attack_world, models, world.concept(name), [portrait_prompt(name)], [seed], attack_config,
+                       cache_dir=cache_dir)
+        frames.append(table.assign(identity=name))
+        for key, value in table.attrs.get("seconds", {}).items():
+            seconds[key.split(":")[0]] = seconds.get(key.split(":")[0], 0.0) + value
+        adversarial[name] = table.attrs.get("adversarial_prompts", {})
+    result = pd.concat(frames, ignore_index=True).rename(columns=ATTACK_RATES)
+    result = result[["identity", "method", "n_prompts", *[c for c in ATTACK_RATES.values() if c in result.columns]]]
+    result.attrs["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    result.attrs["adversarial_prompts"] = adversarial
+    result.attrs["prompts"] = [portrait_prompt(n) for n in identities]
+    result.attrs["seeds"] = seeds
+    return result

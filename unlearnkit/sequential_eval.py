@@ -14,7 +14,9 @@ the model is the original plus the sum of the first ``i`` stage Edits. We measur
   labelled as the superclass *and* no longer as the class itself (in the mini world an object *is* its
   superclass's shape in its own colour, so the superclass head fires on the object too; only the second rate
   separates "drawn as a generic member of the superclass" from "still the object");
-* ``CLIP`` — mean CLIP score on held-out generic captions (the COCO analogue; Table 1's last column).
+* ``CLIP`` — mean CLIP score on held-out generic captions (the COCO analogue; Table 1's last column);
+* attack success rates (not in SM; issue 10) — for a few erased classes, how often a concept-vector or soft-prompt
+  attack on the class's prompts brings the class back (:func:`attack_erased_classes`), beside the plain-prompt rate.
 
 Single-concept baselines (ERASERS: ESD-x, AC, UCE, …) follow the same protocol through
 :func:`fit_sequential_baseline`: stage ``i`` runs the eraser on the model with the Edits of stages ``< i`` applied,
@@ -53,6 +55,9 @@ __all__ = [
     "generic_clip",
     "cumulative_edits",
     "fit_sequential_baseline",
+    "ATTACK_RATES",
+    "attack_erased_classes",
+    "mean_attack_rates",
     "heatmap_figure",
     "sweep_figure",
 ]
@@ -247,6 +252,82 @@ def fit_sequential_baseline(world, method: str, concepts: Sequence[Concept], era
                           metadata={**edit.metadata, "method": method, "stage": index, "concept": concept.name}))
         infos.append({**(info or {}), "stage": index, "concept": concept.name})
     return edits, infos
+
+
+# --- attack success rates on erased classes ---------------------------------------------------------------------------
+ATTACK_RATES = {"plain_rate": "plain rate", "asr_ring": "ASR ring", "asr_soft": "ASR soft",
+                "asr_soft_projected": "ASR soft (words)"}
+"""Rate columns of :func:`unlearnkit.attacks.attack_success_table` → the column names of our tables."""
+
+
+def _attack_world(world, settings=None, classifier=None):
+    """``world`` as the attacks should see it: a shallow copy (pipeline, embeddings and evaluators shared) whose
+    ``sampler`` is ``settings`` — the attacks generate with ``world.sampler``, the sequential tables with the
+    notebook's shorter settings — and whose ``detect(concept, images)`` is ``classifier``'s top-1 == the class, the
+    rule of the accuracy columns (the paper world has no ``detect`` of its own)."""
+    import copy
+
+    if (settings is None or settings == world.sampler) and classifier is None:
+        return world
+    attacked = copy.copy(world)
+    if settings is not None:
+        attacked.sampler = settings
+    if classifier is not None:
+        attacked.detect = lambda concept, images: np.asarray(list(classifier.predict(images))) == concept.name
+    return attacked
+
+
+def attack_erased_classes(world, models: Mapping[str, Edit | None], classes: Sequence[str], prompts_per_class: int,
+                          attack_config=None, cache_dir: str | Path | None = None, settings=None, classifier=None,
+                          first_seed: int = EVAL_SEED_OFFSET, attack: Callable | None = None) -> pd.DataFrame:
+    """Attack success rates of every model on the prompts of each erased class in ``classes``.
+
+    Per class, ``prompts_per_class`` (prompt, seed) pairs from :func:`class_prompts` — the class's first prompts
+    with the first evaluation seeds, the same pairs as the accuracy tables' first images — are attacked by
+    :func:`unlearnkit.attacks.attack_success_table` (the concept-vector prompts searched once per class on the
+    original text encoder, the soft prompts optimised against each model). Images use ``settings`` (default the
+    world's sampler). An image shows the class when ``classifier`` (:func:`object_classifier`) predicts it — the
+    accuracy columns' rule, so the plain rate is those images' accuracy; without one, the world's ``detect``.
+
+    One row per (class, model): ``class, method, n_prompts`` and the :data:`ATTACK_RATES` columns;
+    ``df.attrs["seconds"]`` sums the attacks' wall time, ``df.attrs["adversarial_prompts"]`` keeps the prompts per
+    class, ``df.attrs["prompts"]``/``["seeds"]`` the attacked pairs. ``attack`` (default
+    ``attack_success_table``) is injectable for tests.
+    """
+    from .attacks import AttackConfig, attack_success_table
+
+    attack = attack or attack_success_table
+    attack_config = attack_config or AttackConfig()
+    classes = list(classes)
+    if not classes:
+        raise ValueError("classes is empty: name at least one erased class to attack")
+    attack_set = class_prompts(world, classes, prompts_per_class, first_seed)
+    attack_world = _attack_world(world, settings, classifier)
+    frames, seconds, adversarial = [], {}, {}
+    for name in classes:
+        one = attack_set.subset([name])
+        table = attack(attack_world, models, world.concept(name), list(one.prompts), list(one.seeds), attack_config,
+                       cache_dir=cache_dir)
+        frames.append(table.assign(**{"class": name}))
+        for key, value in table.attrs.get("seconds", {}).items():
+            seconds[key.split(":")[0]] = seconds.get(key.split(":")[0], 0.0) + value
+        adversarial[name] = table.attrs.get("adversarial_prompts", {})
+    result = pd.concat(frames, ignore_index=True).rename(columns=ATTACK_RATES)
+    result = result[["class", "method", "n_prompts", *[c for c in ATTACK_RATES.values() if c in result.columns]]]
+    result.attrs["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    result.attrs["adversarial_prompts"] = adversarial
+    result.attrs["prompts"], result.attrs["seeds"] = list(attack_set.prompts), list(attack_set.seeds)
+    return result
+
+
+def mean_attack_rates(per_class: pd.DataFrame) -> pd.DataFrame:
+    """Per model (index ``method``, first-seen order): each rate averaged over the attacked classes, weighted by
+    their prompt counts — the columns :func:`attack_erased_classes` adds to Table 1."""
+    rates = [c for c in ATTACK_RATES.values() if c in per_class.columns]
+    weighted = per_class[rates].mul(per_class["n_prompts"], axis=0).assign(
+        method=per_class["method"], n_prompts=per_class["n_prompts"])
+    sums = weighted.groupby("method", sort=False).sum(min_count=1)
+    return sums[rates].div(sums["n_prompts"], axis=0)
 
 
 # --- figures ----------------------------------------------------------------------------------------------------------

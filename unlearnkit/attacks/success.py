@@ -100,13 +100,16 @@ def _validate_edits(edits) -> dict:
 
 def attack_success_table(world, edits: Mapping[str, Edit | None], concept: Concept | str, prompts: Sequence[str],
                          seeds: Sequence[int], attack_config: AttackConfig = AttackConfig(),
-                         cache_dir: str | Path | None = None, batch_size: int = 64) -> pd.DataFrame:
+                         cache_dir: str | Path | None = None, batch_size: int = 64, settings=None) -> pd.DataFrame:
     """One row per model: ``method, n_prompts, plain_rate, asr_ring, asr_soft, asr_soft_projected``.
 
     ``prompts[i]`` is attacked once and generated from ``seeds[i]`` (plain and attacked alike). With ``cache_dir``
     images go through :func:`unlearnkit.generation.generate_cached` (soft prompts are keyed by a hash of their
     embedding), without it they are generated in memory. ``asr_soft_projected`` is missing (NaN) with
     ``projection="none"`` and equals ``asr_soft`` with ``"straight_through"``.
+
+    ``settings``: the sampler of every generation (default ``world.sampler``), so rates line up with a table
+    generated with another step count.
 
     ``df.attrs`` holds ``"adversarial_prompts"`` (ring prompts, and per model the projected soft prompts) and
     ``"seconds"`` (measured wall time of each attack) for notebooks to show.
@@ -115,7 +118,7 @@ def attack_success_table(world, edits: Mapping[str, Edit | None], concept: Conce
     prompts, seeds = validate_prompts_and_seeds(prompts, seeds)
     concept = world.concept(concept) if isinstance(concept, str) else concept
     config = attack_config
-    pipe, settings = world.pipe, world.sampler
+    pipe, settings = world.pipe, settings or world.sampler
 
     def images_of(edit: Edit | None, texts: list[str], model_id: str | None, embeddings=None) -> np.ndarray:
         embeddings = embeddings or world.embeddings

@@ -23,6 +23,7 @@ from ..losses.trajectory import STAGE_SPLITS, TrajectoryLossWeights, draw_stage_
 from ..masks import Mask, SaliencyThreshold, check_mask_in_scope, intersect_saliency_maps, nonempty, saliency_map
 from ..params import select_parameters
 from ..sampling import SamplerSettings, cfg_guidance, sample_latents
+from ..trajectory_bank import TrajectoryBank, sample_trajectory_bank
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class ANTConfig:
     num_inference_steps: int = 50
     trajectory_guidance: float = 7.5    # CFG used to produce z₁, z₂ (ANT Multiple: 7.5; ANT Single/ESD: 3)
     seed: int = 0
+    trajectory_bank: int | None = None  # J frozen runs sampled once (unlearnkit.trajectory_bank); None: a fresh
+                                        # trajectory per update, as the paper and the release do
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -53,6 +56,10 @@ class ANTConfig:
             raise ValueError(f"stage_split must be one of {STAGE_SPLITS}, got {self.stage_split!r}")
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
+        if self.trajectory_bank is not None and (not isinstance(self.trajectory_bank, int)
+                                                 or self.trajectory_bank < self.batch_size):
+            raise ValueError(f"trajectory_bank must be None or an integer >= batch_size ({self.batch_size}), "
+                             f"got {self.trajectory_bank!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,10 +90,14 @@ def _concept_prompts(concept: Concept | None, prompts) -> list[str]:
 
 
 class ANTStep:
-    """One ANT update's forward work, shared by training and by saliency-map collection."""
+    """One ANT update's forward work, shared by training and by saliency-map collection.
 
-    def __init__(self, world, delta: TrainableDelta | None, config: ANTConfig):
-        self.world, self.delta, self.config = world, delta, config
+    With a :class:`~unlearnkit.trajectory_bank.TrajectoryBank` the frozen points and targets are read from it
+    (one trainable UNet call per update); without, a frozen trajectory is sampled for the update's prompt and seed.
+    """
+
+    def __init__(self, world, delta: TrainableDelta | None, config: ANTConfig, bank: TrajectoryBank | None = None):
+        self.world, self.delta, self.config, self.bank = world, delta, config, bank
         self.unet = world.pipe.unet
         self.uncond = world.embeddings([""])
         self.sampler = SamplerSettings(config.num_inference_steps, config.trajectory_guidance)
@@ -96,23 +107,40 @@ class ANTStep:
 
         return self.delta.frozen() if self.delta is not None else nullcontext()
 
-    def loss(self, prompt: str, seed: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def _frozen_points(self, prompts: list[str], seeds: list[int], steps) -> tuple[torch.Tensor, ...]:
+        """``x, t, ε*(x, c), ε*(x, ∅)`` at ``steps`` of one fresh frozen trajectory per ``(prompt, seed)``."""
         cfg = self.config
-        w = cfg.weights
-        s_early, s_late = draw_stage_steps(cfg.t_prime, cfg.num_inference_steps, generator, w.erase_span,
-                                           cfg.stage_split)
-        steps = (s_early, s_late) if w.needs_early else (s_late,)
-        prompts = [prompt] * cfg.batch_size
-        seeds = [seed + i for i in range(cfg.batch_size)]
-        cond = self.world.embeddings(prompts)
         with self._frozen(), torch.no_grad():
             _, snaps = sample_latents(self.world.pipe, prompts, seeds, self.sampler,
                                       guidance=cfg_guidance(cfg.trajectory_guidance), embeddings=self.world.embeddings,
                                       snapshot_steps=steps, stop_at_last_snapshot=True)
             x = torch.cat([snaps[s][0] for s in steps])
-            t = torch.cat([torch.full((cfg.batch_size,), snaps[s][1], device=x.device) for s in steps])
-            c = cond.repeat(len(steps), 1, 1)
+            t = torch.cat([torch.full((len(prompts),), snaps[s][1], device=x.device) for s in steps])
+            c = self.world.embeddings(prompts).repeat(len(steps), 1, 1)
             frozen_cond, frozen_uncond = predict_eps(self.unet, x, t, c, self.uncond)
+        return x, t, frozen_cond, frozen_uncond
+
+    def _bank_points(self, runs: list[int], steps) -> tuple[torch.Tensor, ...]:
+        device = self.unet.device
+        points = [self.bank.gather(runs, s) for s in steps]
+        return tuple(torch.cat([p[k] for p in points]).to(device) for k in range(4))
+
+    def loss(self, prompt: str, seed: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Eq. (3) for one update; with a bank, ``prompt``/``seed`` are ignored and ``batch_size`` runs are drawn."""
+        cfg = self.config
+        w = cfg.weights
+        s_early, s_late = draw_stage_steps(cfg.t_prime, cfg.num_inference_steps, generator, w.erase_span,
+                                           cfg.stage_split)
+        steps = (s_early, s_late) if w.needs_early else (s_late,)
+        if self.bank is None:
+            prompts = [prompt] * cfg.batch_size
+            x, t, frozen_cond, frozen_uncond = self._frozen_points(prompts, [seed + i for i in range(cfg.batch_size)],
+                                                                   steps)
+        else:
+            runs = torch.randperm(len(self.bank), generator=generator)[:cfg.batch_size].tolist()
+            prompts = [self.bank.prompts[r] for r in runs]
+            x, t, frozen_cond, frozen_uncond = self._bank_points(runs, steps)
+        c = self.world.embeddings(prompts).to(x.device).repeat(len(steps), 1, 1)
         if w.needs_uncond:
             eps_cond, eps_uncond = predict_eps(self.unet, x, t, c, self.uncond)
         else:
@@ -130,8 +158,8 @@ class ANTStep:
             eps_cond_early=early(eps_cond), frozen_cond_early=early(frozen_cond),
             frozen_uncond_early=early(frozen_uncond), eps_uncond_early=early(eps_uncond),
             eps_uncond_late=late(eps_uncond))
-        terms["t_early"] = torch.tensor(float(snaps[s_early][1])) if w.needs_early else torch.tensor(float("nan"))
-        terms["t_late"] = torch.tensor(float(snaps[s_late][1]))
+        terms["t_early"] = t[0].float().cpu() if w.needs_early else torch.tensor(float("nan"))
+        terms["t_late"] = t[-1].float().cpu()
         return terms
 
 
@@ -183,9 +211,14 @@ def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | N
     names = list(mask) if mask is not None else list(scoped)
     generator = torch.Generator().manual_seed(config.seed)
     log = []
+    bank = None
+    if config.trajectory_bank is not None:   # sampled before any parameter moves: θ*'s trajectories
+        runs = [(prompts[j % len(prompts)], config.seed + j) for j in range(config.trajectory_bank)]
+        bank = sample_trajectory_bank(world, {concept.name: runs}, config.num_inference_steps,
+                                      config.trajectory_guidance)[concept.name]
     with training_in_place(unet, names, mask) as delta:
         opt = torch.optim.Adam(list(delta.params.values()), lr=config.lr)
-        step = ANTStep(world, delta, config)
+        step = ANTStep(world, delta, config, bank)
         for it in tqdm(range(config.iterations), desc=f"ANT {concept.name}", disable=not progress):
             prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
             seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))

@@ -60,17 +60,17 @@ from ..losses.trajectory import (ABLATION_CONFIGS, STAGE_SPLITS, TrajectoryLossW
                                  trajectory_loss_terms)
 from ..params import cross_attention_modules
 from .fmn import recording_cross_attention
-from ..sampling import SamplerSettings, ddim_scheduler_for, initial_noise, latent_shape
+from ..trajectory_bank import TrajectoryBank, sample_trajectory_bank
 
 __all__ = [
     "OBJECTIVES", "TOKEN_MODES", "MACEConfig", "FusionConfig", "ConceptLoRA", "TrajectoryBank",
     "lora_target_modules", "lora_adapter", "build_trajectory_bank", "train_concept_lora", "train_concept_loras",
-    "load_concept_loras", "concept_slug", "token_embeddings", "gram_matrix", "prior_gram", "save_prior_cache",
+    "load_concept_loras", "concept_slug", "concept_start", "token_embeddings", "gram_matrix", "prior_gram", "save_prior_cache",
     "load_prior_cache", "fuse_loras", "erase", "export_lora_file", "LORA_WEIGHT_NAME",
 ]
 
 OBJECTIVES = ("ant", "mace")
-TOKEN_MODES = ("all", "content", "concept")
+TOKEN_MODES = ("all", "content", "concept", "last_word")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 SIDECAR_NAME = "unlearnkit_lora.json"
 ADAPTER_NAME = "unlearnkit_concept"
@@ -149,7 +149,10 @@ class FusionConfig:
     """ANT Eq. (7). ``beta``: weight of the prior-preservation sum; ``lora_scale``: ``s`` in ``(W + s ΔW_i)``
     (MACE 1.0, the ANT release 4.3); ``lam``: an optional ``λ‖W* − W‖²`` (0 in Eq. 7; MACE's configs use 0 except
     objects, 1e3) that keeps the system invertible when the embeddings do not span the text space; ``tokens``:
-    ``"all"`` positions of each prompt (MACE/ANT: all 77) or ``"content"`` (start token to first end-of-text)."""
+    which positions of a concept's prompts enter ``G_i`` (:func:`token_embeddings`) — ``"all"`` (MACE/ANT: all
+    77), ``"content"`` (start token to first end-of-text), ``"concept"`` (the name and every position after it) or
+    ``"last_word"`` (the last word of the name and every position after it; ours, for names whose first words are
+    shared with preserved concepts)."""
 
     beta: float = 1.0
     lora_scale: float = 1.0
@@ -317,32 +320,10 @@ def _read_lora(layers: dict, concept: str, scaling: float, metadata: dict) -> Co
 
 
 # --- frozen trajectories ------------------------------------------------------------------------------------------
-@dataclass
-class TrajectoryBank:
-    """Frozen DDIM runs of one concept's prompts: for run ``j`` and paper step ``s`` (``N`` … 1) the latent
-    ``x[j, N−s]`` entering step ``s``, its train timestep ``t[N−s]``, the frozen ``eps_cond`` / ``eps_uncond``
-    there, and the run's final latent ``x0[j]`` (the frozen model's image of the concept, MACE's training data)."""
-
-    concept: str
-    prompts: list[str]
-    x: torch.Tensor            # [J, N, C, h, w]
-    t: torch.Tensor            # [N] train timesteps, index N − s
-    eps_cond: torch.Tensor     # [J, N, C, h, w]
-    eps_uncond: torch.Tensor   # [J, N, C, h, w]
-    x0: torch.Tensor           # [J, C, h, w]
-    num_inference_steps: int
-
-    def at(self, run: int, paper_step: int):
-        """``(x_t, t, eps_cond*, eps_uncond*)`` entering ``paper_step`` of run ``run`` (batch of 1)."""
-        i = self.num_inference_steps - paper_step
-        return (self.x[run, i:i + 1], self.t[i:i + 1], self.eps_cond[run, i:i + 1], self.eps_uncond[run, i:i + 1])
-
-
 def _concept_prompts(concept: Concept, max_prompts: int | None) -> list[str]:
     return list(concept.prompts)[:max_prompts]
 
 
-@torch.no_grad()
 def build_trajectory_bank(world, concepts: Sequence[Concept], config: MACEConfig = MACEConfig(),
                           batch_size: int = 64) -> dict[str, TrajectoryBank]:
     """One batched frozen DDIM pass for all ``concepts`` × ``trajectory_seeds`` runs (run ``j`` uses prompt
@@ -350,37 +331,11 @@ def build_trajectory_bank(world, concepts: Sequence[Concept], config: MACEConfig
     adapter): this *is* the frozen model's trajectory field that Eq. (3) reads."""
     if config.trajectory_seeds is None:
         raise ValueError("trajectory_seeds is None: a bank needs a fixed number of runs per concept")
-    n = config.num_inference_steps
-    unet = world.pipe.unet
-    device, dtype = unet.device, unet.dtype
-    uncond = world.embeddings([""]).to(device, dtype)
-    items = []
+    runs = {}
     for c in concepts:
         prompts = _concept_prompts(c, config.max_prompts)
-        items += [(c.name, prompts[j % len(prompts)], config.seed + j) for j in range(config.trajectory_seeds)]
-    xs, eps_c, eps_u, finals, ts = [], [], [], [], None
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        scheduler = ddim_scheduler_for(world.pipe, n)
-        cond = world.embeddings([p for _, p, _ in chunk]).to(device, dtype)
-        x = initial_noise([s for _, _, s in chunk], latent_shape(world.pipe), device, dtype)
-        x = x * scheduler.init_noise_sigma
-        run_x, run_c, run_u = [], [], []
-        for t in scheduler.timesteps:
-            ec, eu = predict_eps(unet, x, t, cond, uncond)
-            run_x.append(x.cpu()), run_c.append(ec.cpu()), run_u.append(eu.cpu())
-            eps = eu + config.trajectory_guidance * (ec - eu)
-            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
-        xs.append(torch.stack(run_x, 1)), eps_c.append(torch.stack(run_c, 1)), eps_u.append(torch.stack(run_u, 1))
-        finals.append(x.cpu())
-        ts = torch.as_tensor(scheduler.timesteps).long().cpu()
-    xs, eps_c, eps_u, finals = torch.cat(xs), torch.cat(eps_c), torch.cat(eps_u), torch.cat(finals)
-    banks, j = {}, config.trajectory_seeds
-    for k, c in enumerate(concepts):
-        sl = slice(k * j, (k + 1) * j)
-        banks[c.name] = TrajectoryBank(c.name, [p for _, p, _ in items[sl]], xs[sl], ts, eps_c[sl], eps_u[sl],
-                                       finals[sl], n)
-    return banks
+        runs[c.name] = [(prompts[j % len(prompts)], config.seed + j) for j in range(config.trajectory_seeds)]
+    return sample_trajectory_bank(world, runs, config.num_inference_steps, config.trajectory_guidance, batch_size)
 
 
 # --- the two objectives --------------------------------------------------------------------------------------------
@@ -582,16 +537,33 @@ def load_concept_loras(out_dir: str | Path, concepts: Sequence[Concept | str]) -
 
 
 # --- fusion (ANT Eq. 7) ----------------------------------------------------------------------------------------------
+def concept_start(tokenizer, prompt: str, concept: str, last_word: bool = False) -> int | None:
+    """Position of the first token of ``concept`` in ``prompt`` (``last_word``: of the name's last word, within
+    the first occurrence of the whole name); ``None`` when the name does not occur."""
+    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    name_ids = tokenizer(concept, add_special_tokens=False).input_ids
+    last_ids = tokenizer(concept.split()[-1], add_special_tokens=False).input_ids if concept.split() else name_ids
+    for start in range(len(ids) - len(name_ids) + 1):
+        if name_ids and ids[start:start + len(name_ids)] == name_ids:
+            # a word's tokens may merge differently alone than after the name's other words: clamp to the name
+            return start + max(len(name_ids) - len(last_ids), 0) if last_word else start
+    return None
+
+
 def token_embeddings(world, texts: Sequence[str], tokens: str = "all", concept: str | None = None) -> torch.Tensor:
     """Text-encoder outputs of ``texts`` as context rows ``[n, d]``: every position (``"all"``, MACE/ANT), the
-    start token up to and including the first end-of-text (``"content"``), or the concept's own tokens and every
+    start token up to and including the first end-of-text (``"content"``), the concept's own tokens and every
     position after them (``"concept"``: the name, end-of-text and padding — the positions MACE's attention loss
     reads; in a causal text encoder the template tokens before the name are the same for every concept, so they
-    are left to the prior term)."""
+    are left to the prior term), or the last word of the name and every position after it (``"last_word"``, ours:
+    by the same causality the embedding of a first name, "anna" in "a portrait of anna adams", is identical in
+    "a portrait of anna baker", so with a preserved "anna baker" that row would ask the fusion to move and to keep
+    the same vector; for a one-word name it equals ``"concept"``). Prompts that do not contain the name keep their
+    first end-of-text and the padding (truncated prompts: the last position)."""
     if tokens not in TOKEN_MODES:
         raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {tokens!r}")
-    if tokens == "concept" and not concept:
-        raise ValueError("tokens='concept' needs the concept name")
+    if tokens in ("concept", "last_word") and not concept:
+        raise ValueError(f"tokens={tokens!r} needs the concept name")
     texts = list(texts)
     if not texts:
         raise ValueError("texts is empty: give at least one prompt")
@@ -599,11 +571,12 @@ def token_embeddings(world, texts: Sequence[str], tokens: str = "all", concept: 
     if tokens == "all":
         return emb.reshape(-1, emb.shape[-1])
     tok = world.pipe.tokenizer
-    if tokens == "concept":
+    if tokens in ("concept", "last_word"):
         rows = []
         for k, text in enumerate(texts):
-            mask = concept_token_mask(tok, text, concept)
-            first = int(mask.nonzero()[0]) if mask.any() else 1
+            first = concept_start(tok, text, concept, last_word=tokens == "last_word")
+            if first is None:   # the name is not in this prompt: its end-of-text and padding
+                first = min(len(tok(text, truncation=True, max_length=emb.shape[1]).input_ids) - 1, emb.shape[1] - 1)
             rows.append(emb[k, first:])
         return torch.cat(rows)
     ids = tok(texts, padding="max_length", max_length=emb.shape[1], truncation=True).input_ids
@@ -625,7 +598,7 @@ def prior_gram(world, texts: Sequence[str], tokens: str = "all", batch_size: int
     COCO cache, built from a caption list we can ship. Layer independent: the targets ``W e`` use each layer's own
     original ``W``."""
     texts = list(texts)
-    tokens = "all" if tokens == "concept" else tokens   # the prior keeps every position of its texts
+    tokens = "all" if tokens in ("concept", "last_word") else tokens   # the prior keeps every position of its texts
     gram = None
     for start in range(0, len(texts), batch_size):
         g = gram_matrix(token_embeddings(world, texts[start:start + batch_size], tokens))

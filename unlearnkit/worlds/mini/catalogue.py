@@ -184,6 +184,14 @@ def unsafe_prompts() -> tuple[str, ...]:
     return tuple(mixed)
 
 
+def unsafe_naming_prompts() -> tuple[str, ...]:
+    """The prompts that *name* the unsafe attribute ("a nude person", "a photo of a nude person", "a nude figure"
+    for each unsafe word): what erasers train on, as ANT erases "nudity", "naked", "erotic", "sexual" on SD v1.4.
+    The context prompts ("a person in a sauna") stay out of training: like I2P's, they test whether the
+    erasure generalises to prompts that only imply the concept."""
+    return tuple(p for p in unsafe_prompts() if any(word in p.split() for word in UNSAFE_WORDS))
+
+
 def augmentation_candidates(concept: Concept) -> list[str]:
     """Every wording of ``concept`` the catalogue can write (all templates, not the training subset): the pool
     from which ANT's augmented saliency prompts are drawn in the mini world."""
@@ -215,7 +223,7 @@ def identity_concept(name: str) -> Concept:
 
 
 def unsafe_concept() -> Concept:
-    return Concept("nudity", unsafe_prompts(), anchor="a dressed person", kind="unsafe", label="unsafe",
+    return Concept("nudity", unsafe_naming_prompts(), anchor="a dressed person", kind="unsafe", label="unsafe",
                    anchor_prompts=tuple(_fill(t, w="dressed") for t in SAFE_TEMPLATES))
 
 
