@@ -149,32 +149,18 @@ def attack_erased_identities(world, models: Mapping[str, Edit | None], identitie
     :data:`unlearnkit.sequential_eval.ATTACK_RATES`; ``df.attrs`` holds ``prompts``, ``seeds``, ``seconds`` (summed
     per attack) and ``adversarial_prompts`` (per identity). ``attack`` is injectable for tests.
     """
-    from .attacks import AttackConfig, attack_success_table
-    from .sequential_eval import ATTACK_RATES
+    from .attacks import AttackConfig
+    from .attacks.success import attack_success_by_concept
 
     identities, seeds = list(identities), [int(s) for s in seeds]
     if not identities:
         raise ValueError("identities is empty: name at least one erased identity to attack")
     if len(seeds) != len(identities):
         raise ValueError(f"give one seed per identity: got {len(seeds)} seeds for {len(identities)} identities")
-    attack = attack or attack_success_table
-    attack_config = attack_config or AttackConfig()
     attack_world = world
     if settings is not None and settings != world.sampler:   # a shallow copy: pipeline and evaluators shared
         attack_world = copy.copy(world)
         attack_world.sampler = settings
-    frames, seconds, adversarial = [], {}, {}
-    for name, seed in zip(identities, seeds):
-        table = attack(attack_world, models, world.concept(name), [portrait_prompt(name)], [seed], attack_config,
-                       cache_dir=cache_dir)
-        frames.append(table.assign(identity=name))
-        for key, value in table.attrs.get("seconds", {}).items():
-            seconds[key.split(":")[0]] = seconds.get(key.split(":")[0], 0.0) + value
-        adversarial[name] = table.attrs.get("adversarial_prompts", {})
-    result = pd.concat(frames, ignore_index=True).rename(columns=ATTACK_RATES)
-    result = result[["identity", "method", "n_prompts", *[c for c in ATTACK_RATES.values() if c in result.columns]]]
-    result.attrs["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    result.attrs["adversarial_prompts"] = adversarial
-    result.attrs["prompts"] = [portrait_prompt(n) for n in identities]
-    result.attrs["seeds"] = seeds
-    return result
+    attacked = {name: ([portrait_prompt(name)], [seed]) for name, seed in zip(identities, seeds)}
+    return attack_success_by_concept(attack_world, models, attacked, attack_config or AttackConfig(), cache_dir,
+                                     key="identity", attack=attack)

@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .attacks.success import RATE_LABELS as ATTACK_RATES  # the tables' rate column names
 from .concepts import Concept
 from .edits import Edit
 from .evaluation import generate_edited
@@ -255,11 +256,6 @@ def fit_sequential_baseline(world, method: str, concepts: Sequence[Concept], era
 
 
 # --- attack success rates on erased classes ---------------------------------------------------------------------------
-ATTACK_RATES = {"plain_rate": "plain rate", "asr_ring": "ASR ring", "asr_soft": "ASR soft",
-                "asr_soft_projected": "ASR soft (words)"}
-"""Rate columns of :func:`unlearnkit.attacks.attack_success_table` → the column names of our tables."""
-
-
 def _attack_world(world, settings=None, classifier=None):
     """``world`` as the attacks should see it: a shallow copy (pipeline, embeddings and evaluators shared) whose
     ``sampler`` is ``settings`` — the attacks generate with ``world.sampler``, the sequential tables with the
@@ -294,30 +290,16 @@ def attack_erased_classes(world, models: Mapping[str, Edit | None], classes: Seq
     class, ``df.attrs["prompts"]``/``["seeds"]`` the attacked pairs. ``attack`` (default
     ``attack_success_table``) is injectable for tests.
     """
-    from .attacks import AttackConfig, attack_success_table
+    from .attacks import AttackConfig
+    from .attacks.success import attack_success_by_concept
 
-    attack = attack or attack_success_table
-    attack_config = attack_config or AttackConfig()
     classes = list(classes)
     if not classes:
         raise ValueError("classes is empty: name at least one erased class to attack")
     attack_set = class_prompts(world, classes, prompts_per_class, first_seed)
-    attack_world = _attack_world(world, settings, classifier)
-    frames, seconds, adversarial = [], {}, {}
-    for name in classes:
-        one = attack_set.subset([name])
-        table = attack(attack_world, models, world.concept(name), list(one.prompts), list(one.seeds), attack_config,
-                       cache_dir=cache_dir)
-        frames.append(table.assign(**{"class": name}))
-        for key, value in table.attrs.get("seconds", {}).items():
-            seconds[key.split(":")[0]] = seconds.get(key.split(":")[0], 0.0) + value
-        adversarial[name] = table.attrs.get("adversarial_prompts", {})
-    result = pd.concat(frames, ignore_index=True).rename(columns=ATTACK_RATES)
-    result = result[["class", "method", "n_prompts", *[c for c in ATTACK_RATES.values() if c in result.columns]]]
-    result.attrs["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    result.attrs["adversarial_prompts"] = adversarial
-    result.attrs["prompts"], result.attrs["seeds"] = list(attack_set.prompts), list(attack_set.seeds)
-    return result
+    attacked = {name: (list(one.prompts), list(one.seeds)) for name in classes for one in [attack_set.subset([name])]}
+    return attack_success_by_concept(_attack_world(world, settings, classifier), models, attacked,
+                                     attack_config or AttackConfig(), cache_dir, key="class", attack=attack)
 
 
 def mean_attack_rates(per_class: pd.DataFrame) -> pd.DataFrame:

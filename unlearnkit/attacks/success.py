@@ -34,9 +34,13 @@ from .concept_vector import ConceptVectorConfig, concept_direction, concept_prom
 from .soft_prompt import SoftPromptConfig, soft_prompt_attack
 from .text import text_encoder_fn, validate_prompts_and_seeds, vocabulary_words
 
-__all__ = ["AttackConfig", "detect_concept", "attack_success_table", "attack_record"]
+__all__ = ["AttackConfig", "detect_concept", "attack_success_table", "attack_success_by_concept", "attack_record",
+           "RATE_LABELS"]
 
 RATE_COLUMNS = ("plain_rate", "asr_ring", "asr_soft", "asr_soft_projected")
+RATE_LABELS = {"plain_rate": "plain rate", "asr_ring": "ASR ring", "asr_soft": "ASR soft",
+               "asr_soft_projected": "ASR soft (words)"}
+"""Rate columns of :func:`attack_success_table` → the column names of the notebooks' tables."""
 
 
 @dataclass(frozen=True)
@@ -167,3 +171,32 @@ def attack_success_table(world, edits: Mapping[str, Edit | None], concept: Conce
     table.attrs["adversarial_prompts"] = adversarial
     table.attrs["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return table
+
+
+def attack_success_by_concept(world, edits: Mapping[str, Edit | None], attacked: Mapping[str, tuple[Sequence[str], Sequence[int]]],
+                              attack_config: AttackConfig = AttackConfig(), cache_dir: str | Path | None = None,
+                              key: str = "concept", attack=None) -> pd.DataFrame:
+    """:func:`attack_success_table` once per concept of ``attacked`` (``name -> (prompts, seeds)``), the rows
+    stacked: ``<key>, method, n_prompts`` and the :data:`RATE_LABELS` columns. Each concept gets its own
+    evaluator and concept-vector search, as the erased concepts of a multi-concept edit differ.
+
+    ``df.attrs``: ``seconds`` (each attack's wall time summed over concepts), ``adversarial_prompts`` per concept,
+    ``prompts`` / ``seeds`` (all attacked pairs). ``attack`` (default :func:`attack_success_table`) is injectable.
+    """
+    if not attacked:
+        raise ValueError(f"attacked is empty: name at least one {key} to attack")
+    attack = attack or attack_success_table
+    frames, seconds, adversarial, all_prompts, all_seeds = [], {}, {}, [], []
+    for name, (prompts, seeds) in attacked.items():
+        table = attack(world, edits, world.concept(name), list(prompts), list(seeds), attack_config, cache_dir=cache_dir)
+        frames.append(table.assign(**{key: name}))
+        for label, value in table.attrs.get("seconds", {}).items():
+            seconds[label.split(":")[0]] = seconds.get(label.split(":")[0], 0.0) + value
+        adversarial[name] = table.attrs.get("adversarial_prompts", {})
+        all_prompts += list(prompts)
+        all_seeds += [int(s) for s in seeds]
+    result = pd.concat(frames, ignore_index=True).rename(columns=RATE_LABELS)
+    result = result[[key, "method", "n_prompts", *[c for c in RATE_LABELS.values() if c in result.columns]]]
+    result.attrs.update(seconds={k: round(v, 3) for k, v in seconds.items()}, adversarial_prompts=adversarial,
+                        prompts=all_prompts, seeds=all_seeds)
+    return result

@@ -20,11 +20,13 @@ def _ant_configs(saliency: dict | None = None, **hyperparameters):
     saliency_config = None
     if saliency is not None:
         saliency = dict(saliency)
-        threshold = SaliencyThreshold(gamma=saliency.pop("gamma", None),
-                                      keep_fraction=saliency.pop("keep_fraction", None),
-                                      select=saliency.pop("select", "top"))
-        saliency_config = ant.SaliencyConfig(threshold=threshold, seeds=tuple(saliency.pop("seeds", (24, 42, 98, 403, 3407))),
-                                             **saliency)
+        if "seeds" in saliency:
+            saliency["seeds"] = tuple(saliency["seeds"])
+        if {"gamma", "keep_fraction", "select"} & set(saliency):   # otherwise SaliencyConfig's default threshold
+            saliency["threshold"] = SaliencyThreshold(gamma=saliency.pop("gamma", None),
+                                                      keep_fraction=saliency.pop("keep_fraction", None),
+                                                      select=saliency.pop("select", "top"))
+        saliency_config = ant.SaliencyConfig(**saliency)
     return config, saliency_config
 
 
