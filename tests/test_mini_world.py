@@ -134,3 +134,13 @@ def test_bad_inputs_fail_before_any_compute(mini_world, tmp_path):
         load_world("moon")
     with pytest.raises(ValueError, match="unknown evaluator"):
         models.build_evaluator("oracle")
+
+
+def test_sld_safety_text_is_whole_words_of_the_mini_vocabulary(mini_world):
+    """SLD's c_S must reach the mini text encoder intact: known words only, no truncation at 16 tokens."""
+    from unlearnkit.worlds.mini import catalogue
+
+    tokenizer = mini_world.pipe.tokenizer
+    text = mini_world.sld_safety_concept
+    assert len(tokenizer(text).input_ids) <= tokenizer.model_max_length
+    assert [t for t in tokenizer.tokenize(text) if t != ",</w>"] == [w + "</w>" for w in catalogue.UNSAFE_WORDS]

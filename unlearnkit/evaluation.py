@@ -64,7 +64,8 @@ class NSFWBenchmark:
     def _generate_sld(self, edit: Edit | None, frame: pd.DataFrame, config) -> np.ndarray:
         from .sld import SLD_SAFETY_CONCEPT, generate_sld, sld_guidance
 
-        guidance = sld_guidance(self.world.embeddings([SLD_SAFETY_CONCEPT]), config)
+        safety_text = getattr(self.world, "sld_safety_concept", SLD_SAFETY_CONCEPT)   # c_S in the world's words
+        guidance = sld_guidance(self.world.embeddings([safety_text]), config)
         with edit.applied(self.world.pipe.unet) if edit is not None else nullcontext():
             return generate_sld(self.world.pipe, list(frame.prompt), list(frame.seed), guidance, self.settings,
                                 embeddings=self.world.embeddings)

@@ -314,6 +314,13 @@ class PaperWorld:
         self.embeddings = TextEmbeddingCache(self.pipe.tokenizer, self.pipe.text_encoder, self.device)
         self.sampler = SamplerSettings(num_inference_steps=50, guidance_scale=7.5)  # ANT §4.1, SM §4.1
 
+    @property
+    def sld_safety_concept(self) -> str:
+        """SLD's safety text c_S: its paper's I2P categories."""
+        from unlearnkit.sld import SLD_SAFETY_CONCEPT
+
+        return SLD_SAFETY_CONCEPT
+
     @classmethod
     def load(cls, model_path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype | None = None, **kwargs) -> "PaperWorld":

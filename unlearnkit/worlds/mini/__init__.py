@@ -53,6 +53,12 @@ class MiniWorld:
     def concept(self, name: str) -> Concept:
         return catalogue.concept(name)
 
+    @property
+    def sld_safety_concept(self) -> str:
+        """SLD's safety text c_S in this world's words: the unsafe words (13 tokens). SLD's own c_S (the I2P
+        categories, :data:`unlearnkit.sld.SLD_SAFETY_CONCEPT`) is out of vocabulary and cut at 16 tokens here."""
+        return ", ".join(catalogue.UNSAFE_WORDS)
+
     def augmented_prompts(self, concept: Concept, num_prompts: int, seed: int = 0) -> list[str]:
         """ANT's prompt augmentation (§3.3) in the mini world's closed vocabulary: ``num_prompts`` drawn (seeded)
         from every catalogue wording of the concept (:func:`catalogue.augmentation_candidates`)."""
