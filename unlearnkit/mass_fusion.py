@@ -11,7 +11,6 @@ Images come from :func:`unlearnkit.evaluation.generate_edited` (the edit is swit
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -150,17 +149,13 @@ def attack_erased_identities(world, models: Mapping[str, Edit | None], identitie
     per attack) and ``adversarial_prompts`` (per identity). ``attack`` is injectable for tests.
     """
     from .attacks import AttackConfig
-    from .attacks.success import attack_success_by_concept
+    from .attacks.success import attack_success_by_concept, world_with_sampler
 
     identities, seeds = list(identities), [int(s) for s in seeds]
     if not identities:
         raise ValueError("identities is empty: name at least one erased identity to attack")
     if len(seeds) != len(identities):
         raise ValueError(f"give one seed per identity: got {len(seeds)} seeds for {len(identities)} identities")
-    attack_world = world
-    if settings is not None and settings != world.sampler:   # a shallow copy: pipeline and evaluators shared
-        attack_world = copy.copy(world)
-        attack_world.sampler = settings
     attacked = {name: ([portrait_prompt(name)], [seed]) for name, seed in zip(identities, seeds)}
-    return attack_success_by_concept(attack_world, models, attacked, attack_config or AttackConfig(), cache_dir,
+    return attack_success_by_concept(world_with_sampler(world, settings), models, attacked, attack_config or AttackConfig(), cache_dir,
                                      key="identity", attack=attack)

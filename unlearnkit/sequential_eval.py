@@ -263,12 +263,11 @@ def _attack_world(world, settings=None, classifier=None):
     rule of the accuracy columns (the paper world has no ``detect`` of its own)."""
     import copy
 
-    if (settings is None or settings == world.sampler) and classifier is None:
-        return world
-    attacked = copy.copy(world)
-    if settings is not None:
-        attacked.sampler = settings
+    from .attacks.success import world_with_sampler
+
+    attacked = world_with_sampler(world, settings)
     if classifier is not None:
+        attacked = copy.copy(attacked) if attacked is world else attacked
         attacked.detect = lambda concept, images: np.asarray(list(classifier.predict(images))) == concept.name
     return attacked
 

@@ -35,6 +35,7 @@ from .soft_prompt import SoftPromptConfig, soft_prompt_attack
 from .text import text_encoder_fn, validate_prompts_and_seeds, vocabulary_words
 
 __all__ = ["AttackConfig", "detect_concept", "attack_success_table", "attack_success_by_concept", "attack_record",
+           "world_with_sampler",
            "RATE_LABELS"]
 
 RATE_COLUMNS = ("plain_rate", "asr_ring", "asr_soft", "asr_soft_projected")
@@ -171,6 +172,18 @@ def attack_success_table(world, edits: Mapping[str, Edit | None], concept: Conce
     table.attrs["adversarial_prompts"] = adversarial
     table.attrs["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return table
+
+
+def world_with_sampler(world, settings=None):
+    """``world`` itself, or a shallow copy (pipeline, embeddings and evaluators shared) whose ``sampler`` is
+    ``settings`` — for callers whose tables use a shorter sampler than the world's; the world is left alone."""
+    if settings is None or settings == world.sampler:
+        return world
+    import copy
+
+    copied = copy.copy(world)
+    copied.sampler = settings
+    return copied
 
 
 def attack_success_by_concept(world, edits: Mapping[str, Edit | None], attacked: Mapping[str, tuple[Sequence[str], Sequence[int]]],

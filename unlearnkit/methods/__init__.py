@@ -30,11 +30,12 @@ def _ant_configs(saliency: dict | None = None, **hyperparameters):
     return config, saliency_config
 
 
-def _ant(world, concept, saliency: dict | None = None, progress: bool = False, **hyperparameters):
+def _ant(world, concept, saliency: dict | None = None, progress: bool = False, bank=None, **hyperparameters):
+    """``bank``: a frozen-trajectory bank from an earlier run with the same settings (``info["trajectory_bank"]``)."""
     from . import ant
 
     config, saliency_config = _ant_configs(saliency, **hyperparameters)
-    return ant.erase(world, concept, config, saliency_config, progress=progress)
+    return ant.erase(world, concept, config, saliency_config, progress=progress, bank=bank)
 
 
 _ant.check = _ant_configs

@@ -193,8 +193,20 @@ def saliency_mask(world, concept: Concept | None = None, prompts=None, config: A
     return intersect_saliency_maps(maps())
 
 
+def trajectory_bank_for(world, concept: Concept, config: ANTConfig, prompts=None) -> TrajectoryBank:
+    """The ``config.trajectory_bank`` frozen runs :func:`fit` reads (run ``j``: prompt ``j mod #prompts``, seed
+    ``config.seed + j``), sampled from the world's current (original) model. Runs that share the concept, prompts
+    and trajectory settings can share one bank (``fit(..., bank=...)``)."""
+    if config.trajectory_bank is None:
+        raise ValueError("config.trajectory_bank is None: this configuration samples fresh trajectories")
+    prompts = _concept_prompts(concept, prompts)
+    runs = [(prompts[j % len(prompts)], config.seed + j) for j in range(config.trajectory_bank)]
+    return sample_trajectory_bank(world, {concept.name: runs}, config.num_inference_steps,
+                                  config.trajectory_guidance)[concept.name]
+
+
 def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | None = None, prompts=None,
-        progress: bool = True) -> tuple[Edit, list[dict]]:
+        progress: bool = True, bank: TrajectoryBank | None = None) -> tuple[Edit, list[dict]]:
     """Erase ``concept`` with ANT; return the Edit and a per-iteration log. The world's model is left unchanged.
 
     ``mask`` is M* (from :func:`saliency_mask`); ``None`` trains every parameter of ``config.scope``
@@ -211,11 +223,8 @@ def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | N
     names = list(mask) if mask is not None else list(scoped)
     generator = torch.Generator().manual_seed(config.seed)
     log = []
-    bank = None
-    if config.trajectory_bank is not None:   # sampled before any parameter moves: θ*'s trajectories
-        runs = [(prompts[j % len(prompts)], config.seed + j) for j in range(config.trajectory_bank)]
-        bank = sample_trajectory_bank(world, {concept.name: runs}, config.num_inference_steps,
-                                      config.trajectory_guidance)[concept.name]
+    if config.trajectory_bank is not None and bank is None:   # before any parameter moves: θ*'s trajectories
+        bank = trajectory_bank_for(world, concept, config, prompts)
     with training_in_place(unet, names, mask) as delta:
         opt = torch.optim.Adam(list(delta.params.values()), lr=config.lr)
         step = ANTStep(world, delta, config, bank)
@@ -235,7 +244,7 @@ def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | N
 
 
 def erase(world, concept: Concept, config: ANTConfig = ANTConfig(), saliency: SaliencyConfig | None = SaliencyConfig(),
-          prompts=None, progress: bool = True) -> tuple[Edit, dict]:
+          prompts=None, progress: bool = True, bank: TrajectoryBank | None = None) -> tuple[Edit, dict]:
     """ANT end to end: the saliency map M* (Eq. 4–5; ``saliency=None`` trains the whole scope) then masked training.
 
     Returns the Edit and an info dict with the active-parameter curve (ANT Fig. 4), the mask size and the log.
@@ -248,7 +257,10 @@ def erase(world, concept: Concept, config: ANTConfig = ANTConfig(), saliency: Sa
         info["active_parameters"] = counts[-1]
     else:
         info["active_parameters"] = info["scope_parameters"]
-    edit, log = fit(world, concept, config, mask=mask, prompts=prompts, progress=progress)
+    if config.trajectory_bank is not None and bank is None:
+        bank = trajectory_bank_for(world, concept, config, prompts)
+    edit, log = fit(world, concept, config, mask=mask, prompts=prompts, progress=progress, bank=bank)
+    info["trajectory_bank"] = bank
     edit.metadata["active_parameters"] = info["active_parameters"]
     info["log"] = log
     return edit, info
