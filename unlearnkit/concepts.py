@@ -39,3 +39,36 @@ class Concept:
         object.__setattr__(self, "anchor_prompts", tuple(self.anchor_prompts))
         if not isinstance(self.anchor, str):
             raise TypeError(f"Concept {self.name!r}: anchor must be a string, got {self.anchor!r}")
+
+
+def joint(concepts) -> Concept:
+    """Several concepts as one, for a single-concept fine-tuning method run once on all of them (the multi-concept
+    rows of ANT Tables 2–3, where ESD, AC, FMN and SalUn erase 100 celebrities or artists together).
+
+    The prompts interleave the concepts' prompts (first prompt of each concept, then the second, …), so any prefix of
+    them — a method drawing a few training images from the cycled prompt list — covers every concept. Anchor
+    prompts interleave the same way when every concept's prompts and anchor prompts pair up one to one (AC keeps
+    each caption with its anchor); otherwise they are the union of the concepts' anchor prompts (or anchors).
+    The name joins the names with ", "; ``label`` is ``None``; ``kind`` is shared or ``"mixed"``.
+    """
+    concepts = [concepts] if isinstance(concepts, Concept) else list(concepts)
+    if not concepts or not all(isinstance(c, Concept) for c in concepts):
+        raise ValueError(f"joint() needs a non-empty list of Concepts, got {concepts!r}")
+    if len(concepts) == 1:
+        return concepts[0]
+
+    def interleave(lists):
+        longest = max(len(x) for x in lists)
+        return tuple(x[i] for i in range(longest) for x in lists if i < len(x))
+
+    paired = all(c.anchor_prompts and len(c.anchor_prompts) == len(c.prompts) for c in concepts)
+    if paired:
+        anchor_prompts = interleave([c.anchor_prompts for c in concepts])
+    else:
+        anchor_prompts = tuple(dict.fromkeys(p for c in concepts
+                                             for p in (c.anchor_prompts or ((c.anchor,) if c.anchor.strip() else ()))))
+    anchors = {c.anchor for c in concepts}
+    kinds = {c.kind for c in concepts}
+    return Concept(name=", ".join(c.name for c in concepts), prompts=interleave([c.prompts for c in concepts]),
+                   anchor=anchors.pop() if len(anchors) == 1 else "", kind=kinds.pop() if len(kinds) == 1 else "mixed",
+                   label=None, anchor_prompts=anchor_prompts)

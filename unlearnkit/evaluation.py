@@ -20,12 +20,30 @@ from .redaction import redact_boxes
 
 
 def generate_edited(world, edit: Edit | None, prompts, seeds, cache_dir: str | Path, settings=None,
-                    batch_size: int = 128) -> np.ndarray:
-    """Images of ``world``'s model with ``edit`` applied (``None``: the original), one per (prompt, seed)."""
+                    batch_size: int = 128, sld=None, safety_text: str | None = None) -> np.ndarray:
+    """Images of ``world``'s model with ``edit`` applied (``None``: the original), one per (prompt, seed).
+
+    ``sld``: an :class:`unlearnkit.sld.SLDConfig` — sample under Safe Latent Diffusion's inference-time guidance
+    instead of plain CFG (SLD-M rows), steering away from ``safety_text`` (default the world's
+    ``sld_safety_concept``, else SLD's own c_S). SLD images are not cached: the cache keys plain-CFG sampling.
+    """
     context = edit.applied(world.pipe.unet) if edit is not None else nullcontext()
+    if sld is None:
+        if safety_text is not None:
+            raise ValueError("safety_text is given without sld: pass sld=SLDConfig() to sample under SLD")
+        with context:
+            return generate_cached(world.pipe, list(prompts), list(seeds), settings or world.sampler, cache_dir,
+                                   embeddings=world.embeddings, batch_size=batch_size, progress=False)
+    from .sld import SLD_SAFETY_CONCEPT, generate_sld, sld_guidance
+
+    if safety_text is None:
+        safety_text = getattr(world, "sld_safety_concept", SLD_SAFETY_CONCEPT)   # c_S in the world's words
+    if not isinstance(safety_text, str) or not safety_text.strip():
+        raise ValueError(f"safety_text must be a non-empty string, got {safety_text!r}")
+    guidance = sld_guidance(world.embeddings([safety_text]), sld)
     with context:
-        return generate_cached(world.pipe, list(prompts), list(seeds), settings or world.sampler, cache_dir,
-                               embeddings=world.embeddings, batch_size=batch_size, progress=False)
+        return generate_sld(world.pipe, list(prompts), list(seeds), guidance, settings or world.sampler,
+                            embeddings=world.embeddings, batch_size=batch_size)
 
 
 class NSFWBenchmark:
@@ -50,22 +68,10 @@ class NSFWBenchmark:
         :class:`unlearnkit.sld.SLDConfig` to sample the (original or edited) model under Safe Latent Diffusion's
         inference-time guidance instead of plain CFG (SLD-M rows; not cached, as it changes the sampler).
         """
-        if sld is None:
-            i2p_images, coco_images = (generate_edited(self.world, edit, frame.prompt, frame.seed, self.cache_dir,
-                                                       self.settings) for frame in (self.i2p, self.coco))
-        else:
-            i2p_images, coco_images = (self._generate_sld(edit, frame, sld) for frame in (self.i2p, self.coco))
+        i2p_images, coco_images = (generate_edited(self.world, edit, frame.prompt, frame.seed, self.cache_dir,
+                                                   self.settings, sld=sld) for frame in (self.i2p, self.coco))
         counts = nudity_counts(i2p_images, self.detector, count=self.count)
         row = {"method": name, **counts.row(), "flagged images": float(counts.flagged.mean()),
                "FID": compute_fid(coco_images, self.reference_stats, self.extractor),
                "CLIP": mean_clip_score(coco_images, list(self.coco.prompt), self.clip)["CLIP"]}
         return row, redact_boxes(i2p_images, counts.boxes_per_image)
-
-    def _generate_sld(self, edit: Edit | None, frame: pd.DataFrame, config) -> np.ndarray:
-        from .sld import SLD_SAFETY_CONCEPT, generate_sld, sld_guidance
-
-        safety_text = getattr(self.world, "sld_safety_concept", SLD_SAFETY_CONCEPT)   # c_S in the world's words
-        guidance = sld_guidance(self.world.embeddings([safety_text]), config)
-        with edit.applied(self.world.pipe.unet) if edit is not None else nullcontext():
-            return generate_sld(self.world.pipe, list(frame.prompt), list(frame.seed), guidance, self.settings,
-                                embeddings=self.world.embeddings)

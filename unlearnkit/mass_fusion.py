@@ -60,8 +60,9 @@ class _Generic:
         self.extractor = world.fid_extractor()
         self.reference = feature_statistics(reference, self.extractor) if reference is not None else None
 
-    def row(self, edit: Edit | None) -> dict:
-        images = generate_edited(self.world, edit, self.frame.prompt, self.frame.seed, self.cache_dir, self.settings)
+    def row(self, edit: Edit | None, sld=None, safety_text: str | None = None) -> dict:
+        images = generate_edited(self.world, edit, self.frame.prompt, self.frame.seed, self.cache_dir, self.settings,
+                                 sld=sld, safety_text=safety_text)
         row = {"CLIP": mean_clip_score(images, list(self.frame.prompt), self.clip)["CLIP"]}
         row["FID"] = compute_fid(images, self.reference, self.extractor) if self.reference is not None else float("nan")
         return row
@@ -83,17 +84,20 @@ class IdentityBenchmark:
         self.recogniser = MiniIdentityRecogniser(world) if world.name == "mini" else world.identity_recogniser()
         self.generic = _Generic(world, n_captions, cache_dir, self.settings) if n_captions else None
 
-    def images(self, edit: Edit | None) -> tuple[np.ndarray, np.ndarray]:
+    def images(self, edit: Edit | None, sld=None, safety_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         gen = lambda names, seeds: generate_edited(self.world, edit, [portrait_prompt(n) for n in names], seeds,
-                                                   self.cache_dir, self.settings)
+                                                   self.cache_dir, self.settings, sld=sld, safety_text=safety_text)
         return gen(self.e_names, self.e_seeds), gen(self.p_names, self.p_seeds)
 
-    def evaluate(self, name: str, edit: Edit | None, generic: bool = True) -> tuple[dict, tuple]:
-        erased_images, preserved_images = self.images(edit)
+    def evaluate(self, name: str, edit: Edit | None, generic: bool = True, sld=None,
+                 safety_text: str | None = None) -> tuple[dict, tuple]:
+        """One Table 2 row. ``sld`` (an :class:`unlearnkit.sld.SLDConfig`) samples under SLD, steering away from
+        ``safety_text`` (the SLD-M row: the erased names), instead of plain CFG."""
+        erased_images, preserved_images = self.images(edit, sld, safety_text)
         row = {"method": name, **identity_metrics(self.recogniser, erased_images, self.e_names, preserved_images,
                                                   self.p_names)}
         if generic and self.generic is not None:
-            row.update(self.generic.row(edit))
+            row.update(self.generic.row(edit, sld, safety_text))
         return row, (erased_images, preserved_images)
 
     def first_seed_images(self, images: tuple[np.ndarray, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
@@ -125,13 +129,16 @@ class StyleBenchmark:
         self.clip = world.clip_scorer()
         self.generic = _Generic(world, n_captions, cache_dir, self.settings) if n_captions else None
 
-    def evaluate(self, name: str, edit: Edit | None) -> tuple[dict, tuple]:
-        e = generate_edited(self.world, edit, self.e_prompts, self.e_seeds, self.cache_dir, self.settings)
-        p = generate_edited(self.world, edit, self.p_prompts, self.p_seeds, self.cache_dir, self.settings)
+    def evaluate(self, name: str, edit: Edit | None, sld=None, safety_text: str | None = None) -> tuple[dict, tuple]:
+        """One Table 3 row; ``sld``/``safety_text`` as in :meth:`IdentityBenchmark.evaluate`."""
+        e = generate_edited(self.world, edit, self.e_prompts, self.e_seeds, self.cache_dir, self.settings,
+                            sld=sld, safety_text=safety_text)
+        p = generate_edited(self.world, edit, self.p_prompts, self.p_seeds, self.cache_dir, self.settings,
+                            sld=sld, safety_text=safety_text)
         row = {"method": name, **erase_preserve_clip(self.clip.score(e, self.e_prompts),
                                                      self.clip.score(p, self.p_prompts))}
         if self.generic is not None:
-            row.update(self.generic.row(edit))
+            row.update(self.generic.row(edit, sld, safety_text))
         return row, (e, p)
 
 

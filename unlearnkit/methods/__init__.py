@@ -41,23 +41,29 @@ def _ant(world, concept, saliency: dict | None = None, progress: bool = False, b
 _ant.check = _ant_configs
 
 
-def _with_config(module_name: str, config_name: str, **fixed):
-    """An eraser that builds ``module.<config_name>(**hyperparameters)`` and calls ``module.fit``."""
+def _with_config(module_name: str, config_name: str, fit_arguments: tuple[str, ...] = (), **fixed):
+    """An eraser that builds ``module.<config_name>(**hyperparameters)`` and calls ``module.fit``; the names in
+    ``fit_arguments`` (e.g. FMN's ``concept_text``) go to ``fit`` instead of the config."""
+
+    def split(hyperparameters):
+        extra = {k: hyperparameters[k] for k in fit_arguments if k in hyperparameters}
+        return {k: v for k, v in hyperparameters.items() if k not in extra}, extra
 
     def eraser(world, concept, progress: bool = False, **hyperparameters):
         import importlib
 
         module = importlib.import_module(f"{__name__}.{module_name}")
+        hyperparameters, extra = split(hyperparameters)
         config = getattr(module, config_name)(**{**fixed, **hyperparameters})
         kwargs = {} if module_name == "uce" else {"progress": progress}
-        edit, log = module.fit(world, concept, config, **kwargs)
+        edit, log = module.fit(world, concept, config, **kwargs, **extra)
         return edit, {"log": log}
 
     def check(**hyperparameters):
         import importlib
 
         module = importlib.import_module(f"{__name__}.{module_name}")
-        return getattr(module, config_name)(**{**fixed, **hyperparameters})
+        return getattr(module, config_name)(**{**fixed, **split(hyperparameters)[0]})
 
     eraser.check = check
     return eraser
@@ -108,16 +114,49 @@ ERASERS: dict[str, Callable] = {
     "ac": _with_config("ablating", "ACConfig"),
     "salun": _with_config("salun", "SalUnConfig"),
     "uce": _with_config("uce", "UCEConfig"),
-    "fmn": _with_config("fmn", "FMNConfig"),
+    "fmn": _with_config("fmn", "FMNConfig", fit_arguments=("concept_text",)),
     "gcirs": _sepme("fit_gcirs_single"),
     "sepme": _sepme("fit"),
     "mace": _mace,
 }
 
 
+#: table labels of the method names (ERASERS keys and the inference-time "sld-m")
+METHOD_LABELS = {"ant": "ANT", "esd-x": "ESD-x", "esd-u": "ESD-u", "ac": "AC", "uce": "UCE", "salun": "SalUn",
+                 "fmn": "FMN", "sld-m": "SLD-M", "mace": "MACE", "gcirs": "G-CiRs", "sepme": "SepME"}
+#: inference-time methods: no Edit, a guidance applied while sampling (their hyperparameters build this config)
+INFERENCE_METHODS = ("sld-m",)
+#: methods that generate their own training images: :func:`with_sampler` gives them the notebook's sampler
+SAMPLER_METHODS = ("ac", "salun", "fmn")
+
+
+def label(name: str) -> str:
+    """The method's name as the papers' tables write it ("esd-x" -> "ESD-x")."""
+    return METHOD_LABELS.get(name, name)
+
+
+def with_sampler(name: str, hyperparameters: dict | None, settings) -> dict:
+    """A copy of ``hyperparameters`` in which a method of :data:`SAMPLER_METHODS` generates its training images with
+    ``settings`` unless a ``sampler`` is given (the notebooks' shorter evaluation sampler on the mini world)."""
+    import copy
+
+    hyperparameters = copy.deepcopy(dict(hyperparameters or {}))
+    if name in SAMPLER_METHODS and settings is not None:
+        hyperparameters.setdefault("sampler", settings)
+    return hyperparameters
+
+
 def check_hyperparameters(name: str, **hyperparameters):
     """Build the method's config from ``hyperparameters`` without touching a model: bad names or values raise a
-    ValueError naming them, before any compute. Returns the config (``None`` if the method has no checker)."""
+    ValueError naming them, before any compute. Returns the config (``None`` if the method has no checker);
+    ``"sld-m"`` returns its :class:`unlearnkit.sld.SLDConfig`."""
+    if name == "sld-m":
+        from ..sld import SLDConfig
+
+        try:
+            return SLDConfig(**hyperparameters)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"method 'sld-m': bad hyperparameter ({error})") from None
     if name not in ERASERS:
         raise ValueError(f"unknown method {name!r}; known methods: {sorted(ERASERS)}")
     check = getattr(ERASERS[name], "check", None)
@@ -127,6 +166,36 @@ def check_hyperparameters(name: str, **hyperparameters):
         return check(**hyperparameters)
     except TypeError as error:  # an unknown keyword: name it
         raise ValueError(f"method {name!r}: bad hyperparameter ({error})") from None
+
+
+#: methods whose eraser takes a list of concepts itself (one closed form / one fusion for all of them)
+MULTI_CONCEPT_NATIVE = ("uce", "mace")
+#: fine-tuning methods run once on :func:`unlearnkit.concepts.joint` of the concepts (training prompts drawn from all)
+MULTI_CONCEPT_JOINT = ("esd-x", "esd-u", "ac", "salun", "fmn")
+
+
+def erase_many(name: str, world, concepts, **hyperparameters):
+    """Erase several concepts at once with the eraser ``name`` — the multi-concept baseline rows of ANT Tables 2–3.
+
+    UCE and MACE take the list themselves (:data:`MULTI_CONCEPT_NATIVE`). ESD-x/u, AC, SalUn and FMN are trained
+    once on :func:`unlearnkit.concepts.joint` of the concepts — every update draws its prompt from all of them, as
+    MACE runs these baselines on its 100-concept benchmarks; FMN re-steers each prompt's own concept tokens. ANT,
+    G-CiRs and SepME are per-concept methods (ANT's many-concept form is ``"mace"`` with ``objective="ant"``;
+    sequential forgetting: :func:`unlearnkit.sequential_eval.fit_sequential_baseline`) and raise a ValueError here.
+    """
+    from ..concepts import Concept, joint
+
+    concepts = [concepts] if isinstance(concepts, Concept) else list(concepts)
+    if not concepts:
+        raise ValueError("concepts is empty: give at least one concept to erase")
+    if name in MULTI_CONCEPT_NATIVE:
+        return erase(name, world, concepts, **hyperparameters)
+    if name not in MULTI_CONCEPT_JOINT:
+        raise ValueError(f"method {name!r} does not erase several concepts in one run; multi-concept methods: "
+                         f"{sorted(MULTI_CONCEPT_NATIVE + MULTI_CONCEPT_JOINT)}")
+    if name == "fmn" and len(concepts) > 1:
+        hyperparameters = {"concept_text": [c.name for c in concepts], **hyperparameters}
+    return erase(name, world, joint(concepts), **hyperparameters)
 
 
 def erase(name: str, world, concept, **hyperparameters):

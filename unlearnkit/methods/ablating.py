@@ -143,10 +143,15 @@ def anchor_prompts_of(concept: Concept) -> tuple[str, ...]:
 
 def concept_prompt_for(concept: Concept, anchor_prompts: tuple[str, ...], anchor_prompt: str,
                        generator: torch.Generator) -> str:
-    """The concept caption paired with ``anchor_prompt`` (same index when the prompt lists pair up), else random."""
+    """The concept caption paired with ``anchor_prompt`` (same index when the prompt lists pair up; a random one of
+    them when the anchor prompt is paired with several captions, as in a :func:`~unlearnkit.concepts.joint` concept
+    whose concepts share an anchor), else a random caption."""
     prompts = concept.prompts
     if len(prompts) == len(anchor_prompts) and anchor_prompt in anchor_prompts:
-        return prompts[anchor_prompts.index(anchor_prompt)]
+        paired = [p for p, a in zip(prompts, anchor_prompts) if a == anchor_prompt]
+        if len(set(paired)) == 1:
+            return paired[0]
+        prompts = tuple(paired)
     return prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
 
 

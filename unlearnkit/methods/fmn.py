@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
@@ -128,17 +128,41 @@ def recording_cross_attention(unet: torch.nn.Module) -> Iterator[list[torch.Tens
             module.set_processor(originals[name])
 
 
-def concept_token_masks(tokenizer, prompts, concept_text: str, use_pooler: bool = True) -> torch.Tensor:
-    """Bool ``[N, L]`` concept positions of each prompt (every prompt must contain ``concept_text``'s tokens)."""
-    prompts = list(prompts)
-    concept_ids = tokenizer(concept_text, add_special_tokens=False).input_ids
+def _texts(concept_text: str | Sequence[str]) -> list[str]:
+    texts = [concept_text] if isinstance(concept_text, str) else list(concept_text)
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError(f"concept_text must be a non-empty string or a list of them, got {concept_text!r}")
+    return texts
+
+
+def concept_token_masks(tokenizer, prompts, concept_text: str | Sequence[str], use_pooler: bool = True) -> torch.Tensor:
+    """Bool ``[N, L]`` concept positions of each prompt. ``concept_text`` is one text or several (several concepts
+    erased together: each prompt's positions are those of the first text it contains); every prompt must contain
+    one of them."""
+    prompts, texts = list(prompts), _texts(concept_text)
     length = tokenizer.model_max_length
     encoded = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-    return concept_token_mask(encoded.input_ids, concept_ids, encoded.attention_mask.sum(-1).tolist(), use_pooler)
+    lengths = encoded.attention_mask.sum(-1).tolist()
+    if len(texts) == 1:
+        concept_ids = tokenizer(texts[0], add_special_tokens=False).input_ids
+        return concept_token_mask(encoded.input_ids, concept_ids, lengths, use_pooler)
+    rows, missing = [], []
+    for b in range(len(prompts)):
+        for text in texts:
+            try:
+                rows.append(concept_token_masks(tokenizer, [prompts[b]], text, use_pooler)[0])
+                break
+            except ValueError:
+                continue
+        else:
+            missing.append(prompts[b])
+    if missing:
+        raise ValueError(f"prompts {missing!r} contain none of the concept texts {texts!r}")
+    return torch.stack(rows)
 
 
-def prompts_naming(tokenizer, prompts, concept_text: str) -> list[str]:
-    """The prompts whose tokens contain ``concept_text``'s tokens."""
+def prompts_naming(tokenizer, prompts, concept_text: str | Sequence[str]) -> list[str]:
+    """The prompts whose tokens contain ``concept_text``'s tokens (or one of several texts')."""
     kept = []
     for prompt in prompts:
         try:
@@ -150,16 +174,16 @@ def prompts_naming(tokenizer, prompts, concept_text: str) -> list[str]:
 
 
 def fit(world, concept: Concept, config: FMNConfig = FMNConfig(), concept_data: GeneratedLatents | None = None,
-        concept_text: str | None = None, progress: bool = True) -> tuple[Edit, list[dict]]:
+        concept_text: str | Sequence[str] | None = None, progress: bool = True) -> tuple[Edit, list[dict]]:
     """Erase ``concept`` by attention re-steering; return the Edit and a per-iteration log.
 
     ``concept_text`` (default the concept's name) gives the attended tokens; only the concept's prompts that contain
-    it are used. ``concept_data`` reuses images generated earlier (their prompts must contain it too). The world's
+    it are used. A list of texts erases several concepts in one run (:func:`unlearnkit.concepts.joint`: each prompt
+    re-steers the tokens of the text it names). ``concept_data`` reuses images generated earlier (their prompts must contain it too). The world's
     UNet is left unchanged.
     """
     concept_text = concept.name if concept_text is None else concept_text
-    if not isinstance(concept_text, str) or not concept_text.strip():
-        raise ValueError(f"concept_text must be a non-empty string, got {concept_text!r}")
+    _texts(concept_text)
     tokenizer = world.pipe.tokenizer
     unet = world.pipe.unet
     if concept_data is not None:
