@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .concepts import Concept
 from .edits import Edit
 from .evaluation import generate_edited
 
-__all__ = ["all_subsets", "subset_label", "subset_edit", "merged_concept", "evaluate_models", "evaluate_subsets",
+__all__ = ["all_subsets", "subset_label", "subset_edit", "evaluate_models", "evaluate_subsets",
            "refit_per_subset", "combination_matrix", "combination_figure"]
 
 ORIGINAL = "θ"
@@ -50,19 +49,6 @@ def subset_edit(edits: Mapping[str, Edit], subset: Sequence[str]) -> Edit | None
     total = Edit.total([edits[n] for n in subset])
     total.name = subset_label(subset)
     return total
-
-
-def merged_concept(concepts: Sequence[Concept]) -> Concept:
-    """One Concept erasing several at once for single-concept methods (AC): prompts and anchor prompts are
-    concatenated, so concepts whose two lists pair up index by index (mini objects) keep their pairs."""
-    concepts = list(concepts)
-    if not concepts:
-        raise ValueError("merged_concept needs at least one concept")
-    if len(concepts) == 1:
-        return concepts[0]
-    return Concept("+".join(c.name for c in concepts), tuple(p for c in concepts for p in c.prompts),
-                   anchor=concepts[0].anchor, kind=concepts[0].kind, label=None,
-                   anchor_prompts=tuple(p for c in concepts for p in c.anchor_prompts))
 
 
 def _prompts_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[str], list[int]]:
