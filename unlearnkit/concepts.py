@@ -42,8 +42,8 @@ class Concept:
 
 
 def joint(concepts) -> Concept:
-    """Several concepts as one, for a single-concept fine-tuning method run once on all of them (the multi-concept
-    rows of ANT Tables 2–3, where ESD, AC, FMN and SalUn erase 100 celebrities or artists together).
+    """Several concepts as one, for a single-concept fine-tuning method run once on all of them (the baseline rows
+    of ANT Tables 2–3, where ESD, AC and FMN erase 100 celebrities or artists together, and of SepME Table 2).
 
     The prompts interleave the concepts' prompts (first prompt of each concept, then the second, …), so any prefix of
     them — a method drawing a few training images from the cycled prompt list — covers every concept. Anchor

@@ -178,8 +178,8 @@ def erase_many(name: str, world, concepts, **hyperparameters):
     """Erase several concepts at once with the eraser ``name`` — the multi-concept baseline rows of ANT Tables 2–3.
 
     UCE and MACE take the list themselves (:data:`MULTI_CONCEPT_NATIVE`). ESD-x/u, AC, SalUn and FMN are trained
-    once on :func:`unlearnkit.concepts.joint` of the concepts — every update draws its prompt from all of them, as
-    MACE runs these baselines on its 100-concept benchmarks; FMN re-steers each prompt's own concept tokens. ANT,
+    once on :func:`unlearnkit.concepts.joint` of the concepts — every update draws its prompt (and its training
+    images) from all of them, with the method's own budget; FMN re-steers each prompt's own concept tokens. ANT,
     G-CiRs and SepME are per-concept methods (ANT's many-concept form is ``"mace"`` with ``objective="ant"``;
     sequential forgetting: :func:`unlearnkit.sequential_eval.fit_sequential_baseline`) and raise a ValueError here.
     """
