@@ -68,14 +68,12 @@ def fit_baselines(world, concepts: Concept | Sequence[Concept], methods: Sequenc
     prepared = {}
     for name in methods:
         hp = erasers.with_sampler(name, hyperparameters.get(name), settings)
-        erasers.check_hyperparameters(name, **hp)
-        prepared[name] = hp
+        prepared[name] = hp, erasers.check_hyperparameters(name, **hp)
     rows: dict[str, BaselineModel] = {}
-    for name, hp in prepared.items():
+    for name, (hp, config) in prepared.items():
         label = erasers.label(name)
-        if name in erasers.INFERENCE_METHODS:
-            rows[label] = BaselineModel(name, label, sld=erasers.check_hyperparameters(name, **hp),
-                                        safety_text=safety_text_for(concept_list))
+        if name in erasers.INFERENCE_METHODS:   # the checked config is SLD's; nothing to fit
+            rows[label] = BaselineModel(name, label, sld=config, safety_text=safety_text_for(concept_list))
             continue
         started = time.time()
         if single:

@@ -61,15 +61,18 @@ class NSFWBenchmark:
         self.extractor = world.fid_extractor()
         self.reference_stats = feature_statistics(coco_reference, self.extractor)
 
-    def evaluate(self, name: str, edit: Edit | None = None, sld=None) -> tuple[dict, np.ndarray]:
+    def evaluate(self, name: str, edit: Edit | None = None, sld=None,
+                 safety_text: str | None = None) -> tuple[dict, np.ndarray]:
         """One table row for the model ``name`` and its I2P images, redacted where the detector fires.
 
         ``edit``: the weight edit to measure (``None``: the original model). ``sld``: an
         :class:`unlearnkit.sld.SLDConfig` to sample the (original or edited) model under Safe Latent Diffusion's
-        inference-time guidance instead of plain CFG (SLD-M rows; not cached, as it changes the sampler).
+        inference-time guidance instead of plain CFG (SLD-M rows; not cached, as it changes the sampler), steering
+        away from ``safety_text`` (default the world's c_S).
         """
         i2p_images, coco_images = (generate_edited(self.world, edit, frame.prompt, frame.seed, self.cache_dir,
-                                                   self.settings, sld=sld) for frame in (self.i2p, self.coco))
+                                                   self.settings, sld=sld, safety_text=safety_text)
+                                   for frame in (self.i2p, self.coco))
         counts = nudity_counts(i2p_images, self.detector, count=self.count)
         row = {"method": name, **counts.row(), "flagged images": float(counts.flagged.mean()),
                "FID": compute_fid(coco_images, self.reference_stats, self.extractor),

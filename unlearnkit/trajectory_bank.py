@@ -40,9 +40,11 @@ class TrajectoryBank:
     def __len__(self) -> int:
         return len(self.prompts)
 
-    def at(self, run: int, paper_step: int):
-        """``(x_t, t, eps_cond*, eps_uncond*)`` entering ``paper_step`` of run ``run`` (batch of 1)."""
-        return self.gather([run], paper_step)
+    def points(self, runs: Sequence[int], paper_steps: Sequence[int], device=None):
+        """:meth:`gather` at each of ``paper_steps``, concatenated step after step (batch ``len(steps)·len(runs)``)
+        and moved to ``device`` — the frozen points and targets of one ANT update (Eq. 3: ``z₁`` then ``z₂``)."""
+        gathered = [self.gather(runs, s) for s in paper_steps]
+        return tuple(torch.cat([g[k] for g in gathered]).to(device) for k in range(4))
 
     def gather(self, runs: Sequence[int], paper_step: int):
         """``(x_t, t, eps_cond*, eps_uncond*)`` entering ``paper_step`` of each run in ``runs`` (batch ``len(runs)``)."""

@@ -120,11 +120,6 @@ class ANTStep:
             frozen_cond, frozen_uncond = predict_eps(self.unet, x, t, c, self.uncond)
         return x, t, frozen_cond, frozen_uncond
 
-    def _bank_points(self, runs: list[int], steps) -> tuple[torch.Tensor, ...]:
-        device = self.unet.device
-        points = [self.bank.gather(runs, s) for s in steps]
-        return tuple(torch.cat([p[k] for p in points]).to(device) for k in range(4))
-
     def loss(self, prompt: str, seed: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Eq. (3) for one update; with a bank, ``prompt``/``seed`` are ignored and ``batch_size`` runs are drawn."""
         cfg = self.config
@@ -139,7 +134,7 @@ class ANTStep:
         else:
             runs = torch.randperm(len(self.bank), generator=generator)[:cfg.batch_size].tolist()
             prompts = [self.bank.prompts[r] for r in runs]
-            x, t, frozen_cond, frozen_uncond = self._bank_points(runs, steps)
+            x, t, frozen_cond, frozen_uncond = self.bank.points(runs, steps, self.unet.device)
         c = self.world.embeddings(prompts).to(x.device).repeat(len(steps), 1, 1)
         if w.needs_uncond:
             eps_cond, eps_uncond = predict_eps(self.unet, x, t, c, self.uncond)

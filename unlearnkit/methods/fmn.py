@@ -146,11 +146,12 @@ def concept_token_masks(tokenizer, prompts, concept_text: str | Sequence[str], u
     if len(texts) == 1:
         concept_ids = tokenizer(texts[0], add_special_tokens=False).input_ids
         return concept_token_mask(encoded.input_ids, concept_ids, lengths, use_pooler)
+    text_ids = [tokenizer(text, add_special_tokens=False).input_ids for text in texts]
     rows, missing = [], []
     for b in range(len(prompts)):
-        for text in texts:
+        for concept_ids in text_ids:
             try:
-                rows.append(concept_token_masks(tokenizer, [prompts[b]], text, use_pooler)[0])
+                rows.append(concept_token_mask(encoded.input_ids[b:b + 1], concept_ids, lengths[b:b + 1], use_pooler)[0])
                 break
             except ValueError:
                 continue

@@ -346,13 +346,10 @@ def _ant_bank_loss(world, bank: TrajectoryBank, config: MACEConfig, uncond, gene
     run = int(torch.randint(len(bank.prompts), (1,), generator=generator))
     s_early, s_late = draw_stage_steps(config.t_prime, config.num_inference_steps, generator, w.erase_span,
                                        config.stage_split)
-    points = [bank.at(run, s_early), bank.at(run, s_late)] if w.needs_early else [bank.at(run, s_late)]
+    steps = (s_early, s_late) if w.needs_early else (s_late,)
     device = world.pipe.unet.device
-    x = torch.cat([p[0] for p in points]).to(device)
-    t = torch.cat([p[1] for p in points]).to(device)
-    frozen_cond = torch.cat([p[2] for p in points]).to(device)
-    frozen_uncond = torch.cat([p[3] for p in points]).to(device)
-    cond = world.embeddings([bank.prompts[run]]).to(device).expand(len(points), -1, -1)
+    x, t, frozen_cond, frozen_uncond = bank.points([run], steps, device)
+    cond = world.embeddings([bank.prompts[run]]).to(device).expand(len(steps), -1, -1)
     if w.needs_uncond:
         eps_cond, eps_uncond = predict_eps(world.pipe.unet, x, t, cond, uncond)
     else:
