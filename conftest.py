@@ -17,6 +17,8 @@ import pytest
 
 #: notebook file-name prefixes, longest CI run first
 LONGEST_FIRST = ("02_", "03_", "05_", "04_", "01_")
+#: unit-test modules as long as a notebook, handed out right after the two longest notebooks
+LONG_MODULES = ("test_paper_smoke.py",)
 
 
 def threads_per_worker() -> int:
@@ -39,6 +41,8 @@ def _rank(item) -> tuple:
     if item.path.suffix == ".ipynb":
         prefixes = [i for i, p in enumerate(LONGEST_FIRST) if name.startswith(p)]
         return (0, prefixes[0] if prefixes else len(LONGEST_FIRST), name)
+    if name in LONG_MODULES:
+        return (0, 1.5, name)
     return (1, 0, "")
 
 

@@ -311,3 +311,33 @@ def test_erase_then_export_lora_on_the_mini_world(tmp_path, capsys):
     assert cli.main(["export", str(out / "edit.safetensors"), "--format", "lora", "--out", str(tmp_path / "lora")]) == 0
     lora = load_file(str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
     assert len(lora) == 2 * len(edit.deltas) and all(key.startswith("unet.") for key in lora)
+
+
+GPU_RENDEZVOUS = RENDEZVOUS.replace('"device": device}', '"device": device, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}')
+
+
+def test_processes_give_each_notebook_its_own_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")   # a fake node with two GPUs
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_cfg_reversal.ipynb", GPU_RENDEZVOUS.format(sibling="02_single_concept_nsfw"))
+    write_notebook(notebooks / "02_single_concept_nsfw.ipynb", GPU_RENDEZVOUS.format(sibling="01_cfg_reversal"))
+    output_dir = tmp_path / "reports"
+    status = cli.main(["reproduce", "--preset", "mini", "--notebooks-dir", str(notebooks), "--device", "cuda:1",
+                       "--output-dir", str(output_dir), "--processes", "2"])
+    assert status == 0
+    received = [json.loads((output_dir / "mini" / stem / "received.json").read_text())
+                for stem in ("01_cfg_reversal", "02_single_concept_nsfw")]
+    assert all(r["saw_sibling"] for r in received)               # they ran at the same time ...
+    assert sorted(r["gpu"] for r in received) == ["3", "5"]      # ... each on its own GPU
+    assert all(r["device"] == "cuda" for r in received)          # the one device the process sees
+
+
+def test_concepts_lists_a_world_by_kind_without_loading_a_model(no_model, capsys):
+    assert cli.main(["concepts", "--world", "mini", "--kind", "object"]) == 0
+    out = capsys.readouterr().out
+    assert "tench" in out and "fish" in out and "10 concepts in the mini world" in out
+    assert cli.main(["concepts", "--world", "paper", "--kind", "identity"]) == 0
+    assert "200 concepts in the paper world" in capsys.readouterr().out
+    status, stderr = exit_status_and_stderr(["concepts", "--kind", "animal"], capsys)
+    assert status == 2 and "--kind 'animal'" in stderr

@@ -144,3 +144,15 @@ def test_sld_safety_text_is_whole_words_of_the_mini_vocabulary(mini_world):
     text = mini_world.sld_safety_concept
     assert len(tokenizer(text).input_ids) <= tokenizer.model_max_length
     assert [t for t in tokenizer.tokenize(text) if t != ",</w>"] == [w + "</w>" for w in catalogue.UNSAFE_WORDS]
+
+
+def test_the_shipped_pipeline_generates_in_plain_diffusers_without_a_dtype():
+    from diffusers import StableDiffusionPipeline
+
+    from unlearnkit.worlds.mini import WEIGHTS_DIR
+
+    pipe = StableDiffusionPipeline.from_pretrained(WEIGHTS_DIR / "pipeline")
+    assert {next(getattr(pipe, n).parameters()).dtype for n in ("unet", "vae", "text_encoder")} == {torch.float32}
+    out = pipe("a photo of a tench", num_inference_steps=2, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()

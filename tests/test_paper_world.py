@@ -82,7 +82,7 @@ def no_pipeline_building(monkeypatch):
 
 def test_load_sd14_missing_folder(tmp_path, no_pipeline_building):
     missing = tmp_path / "stable-diffusion-v1-4"
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download") as error:
+    with pytest.raises(FileNotFoundError, match="hf download") as error:
         load_sd14(missing)
     assert str(missing) in str(error.value)
 
@@ -136,7 +136,7 @@ def test_load_sd14_from_a_local_folder(tmp_path):
     saved = _tiny_pipeline()
     saved.save_pretrained(tmp_path)
     world = PaperWorld.load(tmp_path)
-    assert world.name == "paper" and world.evaluators == {}
+    assert world.name == "paper" and world.evaluator_weights == {} and world.model_path == str(tmp_path)
     pipe = world.pipe
     assert type(pipe.scheduler).__name__ == "DDIMScheduler"
     assert pipe.scheduler.config.beta_schedule == "scaled_linear" and pipe.scheduler.config.steps_offset == 1
@@ -144,3 +144,15 @@ def test_load_sd14_from_a_local_folder(tmp_path):
     for name, param in saved.unet.state_dict().items():
         assert torch.equal(param, pipe.unet.state_dict()[name]), name
 
+
+
+def test_a_folder_whose_unet_is_bin_and_the_rest_safetensors_loads(tmp_path):
+    saved = _tiny_pipeline()
+    saved.save_pretrained(tmp_path)
+    unet = tmp_path / "unet"
+    state = saved.unet.state_dict()
+    (unet / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(state, unet / "diffusion_pytorch_model.bin")
+    world = PaperWorld.load(tmp_path)
+    for name, param in state.items():
+        assert torch.equal(param, world.pipe.unet.state_dict()[name]), name

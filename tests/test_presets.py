@@ -32,3 +32,54 @@ def test_preset_keys_are_notebook_parameters_and_method_settings_are_valid(prese
                 SLDConfig(**hyperparameters)
             else:
                 check_hyperparameters(method, **hyperparameters)
+
+
+def _notebook_defaults(stem: str) -> dict:
+    nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return {target.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+            if isinstance(node, ast.Assign) for target in node.targets if isinstance(target, ast.Name)}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_scale_of_a_preset_names_notebook_parameters_and_valid_settings(preset):
+    for scale, notebooks in json.loads(preset.read_text()).get("scales", {}).items():
+        for stem, parameters in notebooks.items():
+            unknown = set(parameters) - _parameter_names(ROOT / "notebooks" / f"{stem}.ipynb")
+            assert not unknown, f"{preset.name} scale {scale}: {stem} has no parameters {sorted(unknown)}"
+            for method, hyperparameters in parameters.get("method_hyperparameters", {}).items():
+                (SLDConfig if method == "sld-m" else lambda **h: check_hyperparameters(method, **h))(**hyperparameters)
+
+
+def test_the_paper_preset_runs_the_published_settings_not_the_mini_tuned_ones():
+    from unlearnkit.methods.mace import FusionConfig, MACEConfig
+
+    paper = json.loads((ROOT / "unlearnkit" / "presets" / "paper.json").read_text())["notebooks"]
+    for stem, parameters in paper.items():
+        assert parameters["world"] == "paper"
+        for method, hyperparameters in parameters.get("method_hyperparameters", {}).items():
+            extra = set(hyperparameters) - {"saliency"}
+            assert not extra and not hyperparameters.get("saliency"), \
+                f"{stem}: {method} must run its Config defaults (its paper's settings), got {hyperparameters}"
+    # every mini-tuned knob of a notebook's parameters cell is overridden by the published value
+    assert paper["03_sequential_imagenette"]["sculpting"] == {} and paper["03_sequential_imagenette"]["ablation"] == {}
+    assert paper["04_sepme_restoration"]["sepme_base"] == "paper" and not paper["04_sepme_restoration"]["ac_hparams"]
+    fusion = paper["05_mass_fusion"]
+    mini = _notebook_defaults("05_mass_fusion")
+    assert (fusion["lr"], fusion["iterations"]) == (MACEConfig().lr, MACEConfig().iterations)
+    assert (fusion["beta"], fusion["lora_scale"]) == (FusionConfig().beta, FusionConfig().lora_scale)
+    assert fusion["fusion_tokens"] == FusionConfig().tokens and fusion["prior_identity_weight"] == 1.0
+    for key in ("lr", "lora_scale", "mace_lora_scale", "mace_lr", "beta", "prior_identity_weight", "fusion_tokens"):
+        assert fusion[key] != mini[key], f"05_mass_fusion: the paper preset keeps the mini value of {key}"
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter_line_without_a_warning(notebook, caplog):
+    from papermill.translators import PythonTranslator
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    with caplog.at_level("WARNING"):
+        parsed = PythonTranslator.inspect(cell)
+    assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert {p.name for p in parsed} == _parameter_names(notebook)

@@ -18,7 +18,11 @@ CLASSES = ("a", "b", "c")
 def _fake_world(module=None):
     concepts = {c: Concept(c, (f"a photo of {c}", f"{c}"), anchor=f"super-{c}", kind="object", label=i)
                 for i, c in enumerate(CLASSES)}
-    return SimpleNamespace(name="fake", concept=lambda n: concepts[n],
+    def evaluation_prompts(name, n, first_seed=0):   # what both worlds do for a class without a prompt file
+        texts = concepts[name].prompts
+        return [(texts[k % len(texts)], first_seed + k) for k in range(n)]
+
+    return SimpleNamespace(name="fake", concept=lambda n: concepts[n], evaluation_prompts=evaluation_prompts,
                            pipe=SimpleNamespace(unet=module or torch.nn.Linear(2, 1)))
 
 
@@ -104,7 +108,9 @@ def test_sequential_baseline_trains_each_stage_on_the_model_so_far_and_edits_sum
 
 
 def test_paper_orders_map_onto_the_mini_objects():
-    mini = SimpleNamespace(name="mini")
+    from unlearnkit.worlds.mini import catalogue
+
+    mini = SimpleNamespace(name="mini", object_classes=lambda: tuple(catalogue.OBJECTS))
     assert se.paper_order(mini, 3) == ["chainsaw", "truck", "pump"]
     assert se.paper_order(mini, 10) == list(se.object_classes(mini))
     assert se.imagenette_names(mini)["springer"] == "English springer"

@@ -94,20 +94,9 @@ def settings_for(world, num_inference_steps: int | None = None, guidance_scale: 
     return settings
 
 
-# Probes for the mini world: one prompt per attribute family (object, identity, style, unsafe).
-MINI_PROBES = (
-    ("a photo of a tench", "tench"),
-    ("a photo of a church", "church"),
-    ("a portrait of emma reed", "emma reed"),
-    ("a painting in the style of vangogh", "vangogh"),
-    ("a naked person", "nudity"),
-)
-
-
 def default_probes(world) -> list[tuple[str, str]]:
-    if getattr(world, "name", None) == "mini":
-        return list(MINI_PROBES)
-    raise ValueError(f"world {getattr(world, 'name', world)!r} has no default probes; pass probes=[(prompt, concept)]")
+    """The world's ``(prompt, concept)`` probes: one prompt per attribute family."""
+    return world.default_probes()
 
 
 def grid_rows(world, images: dict[float, np.ndarray], probes, n_seeds: int, t_primes: Sequence[float],

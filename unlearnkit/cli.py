@@ -38,13 +38,34 @@ def available_presets() -> list[str]:
     return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
 
 
-def load_preset(name: str) -> dict[str, dict]:
-    """The per-notebook parameters of preset ``name``: ``{notebook stem: {parameter: value}}``."""
-    accepted = available_presets()
-    if name not in accepted:
-        raise UsageError(f"unknown preset {name!r}; accepted: {', '.join(accepted)}")
-    preset = json.loads((PRESETS_DIR / f"{name}.json").read_text(encoding="utf-8"))
-    return preset["notebooks"]
+def read_preset_file(path: Path) -> dict:
+    """A preset file: ``{"notebooks": {stem: {parameter: value}}, "scales": {scale: {stem: {...}}}}``."""
+    try:
+        preset = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"preset file {path}: cannot be read as JSON ({error})") from None
+    if not isinstance(preset, dict) or not isinstance(preset.get("notebooks"), dict):
+        raise UsageError(f"preset file {path}: expected an object with a 'notebooks' object of notebook parameters")
+    return preset
+
+
+def load_preset(name: str, scale: str = "full", preset_file: str | None = None) -> dict[str, dict]:
+    """The per-notebook parameters of preset ``name`` (or of ``preset_file``) at ``scale``:
+    ``{notebook stem: {parameter: value}}`` — a scale's entries replace the full scale's, key by key."""
+    if preset_file is not None:
+        preset = read_preset_file(Path(preset_file))
+    else:
+        accepted = available_presets()
+        if name not in accepted:
+            raise UsageError(f"unknown preset {name!r}; accepted: {', '.join(accepted)}")
+        preset = read_preset_file(PRESETS_DIR / f"{name}.json")
+    notebooks = preset["notebooks"]
+    if scale == "full":
+        return notebooks
+    scales = preset.get("scales", {})
+    if scale not in scales:
+        raise UsageError(f"--scale {scale}: preset {name!r} has the scales full, {', '.join(scales) or '(none other)'}")
+    return {stem: {**parameters, **scales[scale].get(stem, {})} for stem, parameters in notebooks.items()}
 
 
 def default_notebooks_dir() -> Path:
@@ -101,7 +122,7 @@ def notebook_parameters(preset_parameters: dict, overrides: dict, output_dir: Pa
     """Parameters injected into one notebook; relative paths are resolved against the current directory
     because the notebook runs with the notebooks folder as its working directory."""
     parameters = {**preset_parameters, **overrides}
-    for key in ("model_path", "data_dir"):
+    for key in ("model_path", "data_dir", "coco_images_dir"):
         if key in parameters and parameters[key] is not None:
             parameters[key] = str(Path(parameters[key]).expanduser().resolve())
     parameters["output_dir"] = str(output_dir.resolve())
@@ -165,6 +186,19 @@ def thread_environment(processes: int, cores: int | None = None) -> dict[str, st
     return {name: os.environ.get(name, threads) for name in THREAD_VARIABLES}
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else every CUDA device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no usable torch / driver: no GPU
+        return []
+
+
 def run_in_worker(stem: str, notebook: Path, executed: Path, parameters: dict, notebooks_dir: Path,
                   environment: dict[str, str]) -> tuple[str, float, str | None]:
     """One notebook in a worker process: ``(stem, seconds, failure message or None)``.
@@ -205,21 +239,33 @@ def run_concurrently(jobs: list[tuple], notebooks_dir: Path, processes: int) -> 
 
     workers = min(processes, len(jobs))
     environment = thread_environment(workers)
+    on_gpu = any(str(job[3].get("device", "")).startswith("cuda") for job in jobs)
+    free_gpus = visible_gpus() if on_gpu else []
     print(f"running up to {workers} notebooks at once; each kernel gets "
-          + ", ".join(f"{k}={v}" for k, v in environment.items()), flush=True)
+          + ", ".join(f"{k}={v}" for k, v in environment.items())
+          + (f" and one of the GPUs {','.join(free_gpus)} (CUDA_VISIBLE_DEVICES)" if free_gpus else ""), flush=True)
     waiting, running, finished, failures = list(enumerate(jobs, start=1)), {}, [], []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         while waiting or running:
             while waiting and len(running) < workers and not failures:
                 position, (stem, notebook, executed, parameters) = waiting.pop(0)
-                print(f"[{position}/{len(jobs)}] {stem} -> {parameters['output_dir']} (started)", flush=True)
-                future = pool.submit(run_in_worker, stem, notebook, executed, parameters, notebooks_dir, environment)
-                running[future] = executed
+                job_environment, gpu = dict(environment), None
+                if free_gpus and str(parameters.get("device", "")).startswith("cuda"):
+                    gpu = free_gpus.pop(0)   # one GPU per notebook process while it runs
+                    job_environment["CUDA_VISIBLE_DEVICES"] = gpu
+                    parameters = {**parameters, "device": "cuda"}
+                print(f"[{position}/{len(jobs)}] {stem} -> {parameters['output_dir']} (started"
+                      + (f" on GPU {gpu})" if gpu is not None else ")"), flush=True)
+                future = pool.submit(run_in_worker, stem, notebook, executed, parameters, notebooks_dir,
+                                     job_environment)
+                running[future] = (executed, gpu)
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                executed = running.pop(future)
+                executed, gpu = running.pop(future)
+                if gpu is not None:
+                    free_gpus.append(gpu)
                 try:
                     stem, seconds, failure = future.result()
                 except Exception as error:  # the worker process itself died
@@ -240,24 +286,34 @@ def reproduce(args: argparse.Namespace) -> int:
     """Run the selected notebooks (in order, or up to ``--processes`` at once); stop at the first failure,
     keeping finished ones."""
     processes = check_processes(args.processes)
-    preset = load_preset(args.preset)
+    preset = load_preset(args.preset, args.scale, args.preset_file)
     notebooks_dir = Path(args.notebooks_dir) if args.notebooks_dir else default_notebooks_dir()
     if not notebooks_dir.is_dir():
         raise UsageError(f"notebooks folder {notebooks_dir} does not exist; pass --notebooks-dir")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise UsageError(f"--data-dir {args.data_dir} is not a folder")
+    for flag, folder in (("--data-dir", args.data_dir), ("--coco-images", args.coco_images)):
+        if folder is not None and not Path(folder).is_dir():
+            raise UsageError(f"{flag} {folder} is not a folder")
     stems = select_notebooks(notebooks_dir, args.preset, preset, args.only)
     if not stems:
         raise UsageError(f"no notebooks of preset {args.preset!r} exist in {notebooks_dir}")
 
     overrides = {
         key: value
-        for key, value in (("device", args.device), ("model_path", args.model_path), ("data_dir", args.data_dir))
+        for key, value in (("device", args.device), ("model_path", args.model_path), ("data_dir", args.data_dir),
+                           ("coco_images_dir", args.coco_images))
         if value is not None
     }
-    preset_root = Path(args.output_dir) / args.preset
+    evaluators = {key: str(Path(value).expanduser().resolve()) if key != "identity" else value
+                  for key, value in parse_assignments(args.evaluator, "--evaluator", as_json=False).items()}
+    if evaluators:
+        overrides["evaluator_weights"] = evaluators
+    overrides.update(parse_assignments(args.parameter, "-p"))
+    scale_dir = args.preset if args.scale == "full" else f"{args.preset}-{args.scale}"
+    preset_root = Path(args.output_dir) / scale_dir
     jobs = [(stem, notebooks_dir / f"{stem}.ipynb", preset_root / "executed" / f"{stem}.ipynb",
              notebook_parameters(preset[stem], overrides, preset_root / stem)) for stem in stems]
+    check_run_files(jobs)
+    check_writable(preset_root)
     if processes == 1 or len(jobs) == 1:
         finished, failures = run_sequentially(jobs, notebooks_dir)
     else:
@@ -281,18 +337,47 @@ MULTI_CONCEPT_METHODS = ("sculpting",)
 MINI_MODEL = "mini"
 
 
-def parse_assignments(assignments: list[str] | None) -> dict:
+def parse_assignments(assignments: list[str] | None, flag: str = "--set", as_json: bool = True) -> dict:
     """``["lr=1e-4", "scope=xattn"]`` -> ``{"lr": 0.0001, "scope": "xattn"}`` (values read as JSON, else text)."""
     parsed = {}
     for item in assignments or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
         try:
-            parsed[key.strip()] = json.loads(text)
+            parsed[key.strip()] = json.loads(text) if as_json else text
         except json.JSONDecodeError:
             parsed[key.strip()] = text
     return parsed
+
+
+def check_run_files(jobs: list[tuple]) -> None:
+    """Before any notebook starts: one error listing every file the selected paper-world notebooks lack."""
+    from .worlds.paper_files import NOTEBOOK_NEEDS, missing_files
+
+    missing = []
+    for stem, _, _, parameters in jobs:
+        if parameters.get("world") != "paper":
+            continue
+        for line in missing_files(NOTEBOOK_NEEDS.get(stem, ()), model_path=parameters.get("model_path"),
+                                  data_dir=parameters.get("data_dir"),
+                                  evaluator_weights=parameters.get("evaluator_weights"),
+                                  coco_images_dir=parameters.get("coco_images_dir")):
+            if line not in missing:
+                missing.append(line)
+    if missing:
+        raise UsageError("nothing was run; the paper world is missing files:\n  - " + "\n  - ".join(missing))
+
+
+def check_writable(folder: Path) -> None:
+    """``folder`` (created if needed) accepts files, checked before any compute."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".unlearnkit-write-test"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"output folder {folder} is not writable ({error})") from None
 
 
 def check_model_argument(model: str) -> None:
@@ -504,10 +589,20 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                     "reports/<preset>/<notebook>/.",
     )
     parser.add_argument("--preset", required=True, help=f"one of: {', '.join(available_presets())}")
+    parser.add_argument("--scale", default="full",
+                        help="full (default) or a scale the preset defines (paper: smoke — every count shrunk, the same "
+                             "code, claims recorded not asserted); reports go to reports/<preset>-<scale>/")
+    parser.add_argument("--preset-file", help="a preset JSON file of your own, used instead of --preset's")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these (e.g. 01 03)")
     parser.add_argument("--device", help="override the preset's device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--model-path", help="local diffusers folder of Stable Diffusion v1.4 (paper world)")
     parser.add_argument("--data-dir", help="folder with the prompt CSVs (I2P, COCO-30k, Imagenette)")
+    parser.add_argument("--evaluator", action="append", metavar="KEY=PATH",
+                        help="a paper-world evaluator file (keys: open_clip, open_clip_config, inception, resnet50, "
+                             "alexnet, nudenet; identity=module:callable); see unlearnkit.worlds.paper_files")
+    parser.add_argument("--coco-images", help="folder of real MS-COCO images, FID's reference (without it FID is skipped)")
+    parser.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE",
+                        help="override a notebook parameter in every notebook (value read as JSON, else text)")
     parser.add_argument("--output-dir", default="reports", help="reports root (default: reports)")
     parser.add_argument("--notebooks-dir", help="folder of the notebooks (default: the checkout's notebooks/)")
     parser.add_argument("--processes", type=int, default=1, metavar="N",
@@ -517,12 +612,37 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def list_concepts(args: argparse.Namespace) -> int:
+    """Print every concept of a world: name, kind, anchor (superclass / AC anchor) and its first prompt."""
+    from .worlds import catalogue
+    from .worlds.protocol import CONCEPT_KINDS
+
+    if args.kind is not None and args.kind not in CONCEPT_KINDS:
+        raise UsageError(f"--kind {args.kind!r}: expected one of {', '.join(CONCEPT_KINDS)}")
+    concepts = catalogue(args.world, args.kind)
+    width = max(len(c.name) for c in concepts)
+    print(f"{'name':<{width}}  kind      anchor                    first prompt")
+    for c in concepts:
+        print(f"{c.name:<{width}}  {c.kind:<8}  {(c.anchor or '(empty prompt)'):<24}  {c.prompts[0]}")
+    print(f"{len(concepts)} concepts in the {args.world} world")
+    return 0
+
+
+def add_concepts_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("concepts", help="list the concepts a world knows (no model is loaded)",
+                                   description="List a world's concepts with their kind, anchor and first prompt.")
+    parser.add_argument("--world", choices=("mini", "paper"), default="mini")
+    parser.add_argument("--kind", help="object, style, identity or unsafe (default: all)")
+    parser.set_defaults(handler=list_concepts)
+    return parser
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and its subcommand parsers by name."""
     parser = argparse.ArgumentParser(prog="unlearnkit", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {"reproduce": add_reproduce_parser(subparsers), "erase": add_erase_parser(subparsers),
-                "export": add_export_parser(subparsers)}
+                "export": add_export_parser(subparsers), "concepts": add_concepts_parser(subparsers)}
     return parser, commands
 
 

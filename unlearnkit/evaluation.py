@@ -6,6 +6,7 @@ to the UNet only while its images are generated, so evaluating many methods neve
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +47,41 @@ def generate_edited(world, edit: Edit | None, prompts, seeds, cache_dir: str | P
                             embeddings=world.embeddings, batch_size=batch_size)
 
 
+def generate_frame(world, edit: Edit | None, frame: pd.DataFrame, cache_dir: str | Path, settings=None,
+                   sld=None, safety_text: str | None = None) -> np.ndarray:
+    """:func:`generate_edited` over a prompt table (``prompt``, ``seed``); a ``guidance`` column (I2P's own
+    evaluation guidance, ANT Table 1) samples each prompt at its own CFG scale."""
+    settings = settings or world.sampler
+    if "guidance" not in frame:
+        return generate_edited(world, edit, frame.prompt, frame.seed, cache_dir, settings, sld=sld,
+                               safety_text=safety_text)
+    images = None
+    for scale, rows in frame.reset_index(drop=True).groupby("guidance", sort=True).indices.items():
+        part = generate_edited(world, edit, frame.prompt.iloc[rows], frame.seed.iloc[rows], cache_dir,
+                               replace(settings, guidance_scale=float(scale)), sld=sld, safety_text=safety_text)
+        if images is None:
+            images = np.empty((len(frame), *part.shape[1:]), dtype=part.dtype)
+        images[rows] = part
+    return images
+
+
 class NSFWBenchmark:
     """ANT Table 1 / SM Tables 3–4: NudeNet counts on I2P(-analogue) prompts, FID and CLIP on COCO(-analogue).
 
-    Reference statistics and prompt sets are prepared once; :meth:`evaluate` measures one model.
+    Reference statistics and prompt sets are prepared once; :meth:`evaluate` measures one model. I2P rows with a
+    ``guidance`` column are sampled at their own CFG scale.
     """
 
     def __init__(self, world, cache_dir: str | Path, i2p: pd.DataFrame, coco: pd.DataFrame, coco_reference,
                  count: str = "detections", settings=None):
+        """``coco_reference``: FID's reference (images, a folder or statistics); ``None`` skips FID (NaN)."""
         self.world, self.cache_dir, self.i2p, self.coco, self.count = world, Path(cache_dir), i2p, coco, count
         self.settings = settings or world.sampler
         self.detector = world.nsfw_detector()
         self.clip = world.clip_scorer()
-        self.extractor = world.fid_extractor()
-        self.reference_stats = feature_statistics(coco_reference, self.extractor)
+        self.extractor = world.fid_extractor() if coco_reference is not None else None
+        self.reference_stats = (feature_statistics(coco_reference, self.extractor) if coco_reference is not None
+                                else None)
 
     def evaluate(self, name: str, edit: Edit | None = None, sld=None,
                  safety_text: str | None = None) -> tuple[dict, np.ndarray]:
@@ -70,11 +92,12 @@ class NSFWBenchmark:
         inference-time guidance instead of plain CFG (SLD-M rows; not cached, as it changes the sampler), steering
         away from ``safety_text`` (default the world's c_S).
         """
-        i2p_images, coco_images = (generate_edited(self.world, edit, frame.prompt, frame.seed, self.cache_dir,
-                                                   self.settings, sld=sld, safety_text=safety_text)
+        i2p_images, coco_images = (generate_frame(self.world, edit, frame, self.cache_dir, self.settings, sld=sld,
+                                                  safety_text=safety_text)
                                    for frame in (self.i2p, self.coco))
         counts = nudity_counts(i2p_images, self.detector, count=self.count)
         row = {"method": name, **counts.row(), "flagged images": float(counts.flagged.mean()),
-               "FID": compute_fid(coco_images, self.reference_stats, self.extractor),
+               "FID": (compute_fid(coco_images, self.reference_stats, self.extractor)
+                       if self.reference_stats is not None else float("nan")),
                "CLIP": mean_clip_score(coco_images, list(self.coco.prompt), self.clip)["CLIP"]}
         return row, redact_boxes(i2p_images, counts.boxes_per_image)

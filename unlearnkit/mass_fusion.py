@@ -19,7 +19,7 @@ import pandas as pd
 
 from .edits import Edit
 from .evaluation import generate_edited
-from .metrics import MiniIdentityRecogniser, compute_fid, feature_statistics, identity_metrics, mean_clip_score
+from .metrics import compute_fid, feature_statistics, identity_metrics, mean_clip_score
 from .metrics.clip_score import erase_preserve_clip
 
 __all__ = ["identity_groups", "IdentityBenchmark", "StyleBenchmark", "portrait_prompt", "attack_erased_identities"]
@@ -53,11 +53,10 @@ class _Generic:
 
     def __init__(self, world, n_captions: int, cache_dir, settings):
         self.world, self.cache_dir, self.settings = world, Path(cache_dir), settings
-        coco = world.coco_prompts(n_captions)
-        frame, reference = coco if isinstance(coco, tuple) else (coco, None)
-        self.frame = frame.reset_index(drop=True)
+        self.frame = world.coco_prompts(n_captions).reset_index(drop=True)
         self.clip = world.clip_scorer()
-        self.extractor = world.fid_extractor()
+        reference = world.fid_reference(n_captions)   # None: FID skipped (world.skipped_metrics() says why)
+        self.extractor = world.fid_extractor() if reference is not None else None
         self.reference = feature_statistics(reference, self.extractor) if reference is not None else None
 
     def row(self, edit: Edit | None, sld=None, safety_text: str | None = None) -> dict:
@@ -81,7 +80,7 @@ class IdentityBenchmark:
         self.e_seeds = [s for _ in self.erased for s in seeds]
         self.p_names = [n for n in self.preserved for _ in p_seeds]
         self.p_seeds = [s for _ in self.preserved for s in p_seeds]
-        self.recogniser = MiniIdentityRecogniser(world) if world.name == "mini" else world.identity_recogniser()
+        self.recogniser = world.identity_recogniser()
         self.generic = _Generic(world, n_captions, cache_dir, self.settings) if n_captions else None
 
     def images(self, edit: Edit | None, sld=None, safety_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -164,6 +164,23 @@ def record_claim(out_dir: str | Path, claim: str, holds: bool, evidence: str, pa
     return entry
 
 
+def check_claims(out_dir: str | Path, checks: dict, required=None, enforce: bool = True,
+                 paper: str | None = None) -> dict:
+    """Record every ``{claim: (holds, evidence)}`` (:func:`record_claim`), print PASS / FAIL, then — when
+    ``enforce`` — raise ``AssertionError`` naming each ``required`` claim that fails (default: all of them).
+
+    ``enforce=False`` (a smoke-scale run on random weights) records the verdicts without asserting them.
+    """
+    for claim, (holds, evidence) in checks.items():
+        record_claim(out_dir, claim, bool(holds), evidence, paper=paper)
+        print(("PASS " if holds else "FAIL ") + claim + ": " + evidence)
+    required = list(checks) if required is None else list(required)
+    failed = [f"{claim}: {checks[claim][1]}" for claim in required if not checks[claim][0]]
+    if enforce and failed:
+        raise AssertionError("\n".join(failed))
+    return {claim: bool(holds) for claim, (holds, _) in checks.items()}
+
+
 def write_table(
     df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None, regenerates: str | None = None
 ) -> tuple[Path, Path]:
@@ -364,8 +381,13 @@ def write_run_record(
     parameters: dict,
     extra: dict | None = None,
     started_at: float | datetime | None = None,
+    world=None,
 ) -> Path:
-    """Write ``<out_dir>/run.json`` (see :func:`provenance`), adding ``wall_time_s`` when ``started_at`` is given."""
+    """Write ``<out_dir>/run.json`` (see :func:`provenance`), adding ``wall_time_s`` when ``started_at`` is given
+    and, with ``world``, the world, every file it read (with hashes) and the metrics it skipped (with why)."""
+    extra = dict(extra or {})
+    if world is not None:
+        extra.update(world=world.describe(), world_files=world.files_record(), skipped_metrics=world.skipped_metrics())
     record = provenance(parameters, extra)
     if started_at is not None:
         record["wall_time_s"] = round(_seconds_since(started_at), 3)

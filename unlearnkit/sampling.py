@@ -13,7 +13,7 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
-from .diffusion import TextEmbeddingCache, guided_eps, paper_step_to_train_t, predict_eps, validate_paper_step
+from .diffusion import TextEmbeddingCache, guided_eps, predict_eps, validate_paper_step
 
 # guidance(eps_cond, eps_uncond, t_train) -> eps used for the DDIM step
 Guidance = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -48,16 +48,20 @@ def cfg_guidance(scale: float) -> Guidance:
 
 def cfg_reversal_guidance(scale: float, t_prime: float, num_inference_steps: int = 50,
                           num_train_timesteps: int = 1000) -> Guidance:
-    """CFG with the condition direction reversed from ``t′`` on, ANT Eq. (1)–(2).
+    """CFG reversed at paper steps ``≤ t′``, Eq. (1), ANT.
 
-    ``ε_cfg = ε(∅) + s·sgn(t − t′)·δ(c)`` with ``sgn = −1`` if ``t ≤ t′`` else ``+1``. ``t′`` is a paper step of the
-    ``num_inference_steps`` schedule (50 = pure noise): ``t′ = 50`` reverses from the first step, ``t′ = 0`` never.
+    ``t′`` is a paper step of the ``num_inference_steps`` (``N``) DDIM schedule (``N`` = pure noise, 1 = last):
+    the last ``⌊t′⌋`` sampling steps are reversed, ``t′ = 0`` is plain CFG, ``t′ = N`` reverses every step.
     """
     validate_paper_step(t_prime, num_inference_steps)
-    t_prime_train = paper_step_to_train_t(t_prime, num_inference_steps, num_train_timesteps)
+    # DDIM ("leading", steps_offset in 1..stride) takes paper step k at train t = (k-1)·stride + offset
+    stride = num_train_timesteps // num_inference_steps
+    if stride < 1:
+        raise ValueError(f"num_inference_steps={num_inference_steps} exceeds num_train_timesteps={num_train_timesteps}")
 
     def guidance(eps_cond, eps_uncond, t):
-        sign = -1.0 if int(t) <= t_prime_train else 1.0
+        paper_step = max(1, -(-int(t) // stride))  # ⌈t / stride⌉
+        sign = -1.0 if paper_step <= t_prime else 1.0
         return guided_eps(eps_cond, eps_uncond, sign * scale)
 
     return guidance

@@ -95,8 +95,8 @@ class ClassPrompts:
 
 
 def class_prompts(world, classes: Sequence[str], per_class: int, first_seed: int = EVAL_SEED_OFFSET) -> ClassPrompts:
-    """``per_class`` (prompt, seed) pairs per class: the class's prompts (``world.concept(c).prompts``) cycled,
-    seeds ``first_seed, first_seed + 1, …`` (the same seeds for every class and every model compared)."""
+    """``per_class`` (prompt, seed) pairs per class from ``world.evaluation_prompts`` (mini: the class's prompts
+    cycled, seeds ``first_seed, first_seed + 1, …``; paper: the class's rows of ``imagenette_prompts.csv``)."""
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class <= 0:
         raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
     classes = tuple(classes)
@@ -104,23 +104,16 @@ def class_prompts(world, classes: Sequence[str], per_class: int, first_seed: int
         raise ValueError(f"classes must be a non-empty list of distinct names, got {list(classes)}")
     prompts, seeds, labels = [], [], []
     for name in classes:
-        concept_prompts = world.concept(name).prompts
-        for k in range(per_class):
-            prompts.append(concept_prompts[k % len(concept_prompts)])
-            seeds.append(first_seed + k)
+        for prompt, seed in world.evaluation_prompts(name, per_class, first_seed):
+            prompts.append(prompt)
+            seeds.append(int(seed))
             labels.append(name)
     return ClassPrompts(classes, tuple(prompts), tuple(seeds), tuple(labels), per_class)
 
 
 def object_classes(world) -> tuple[str, ...]:
     """The world's 10 Imagenette(-analogue) classes in SM Table 1's column order."""
-    if getattr(world, "name", None) == "mini":
-        from .worlds.mini import catalogue
-
-        return tuple(catalogue.OBJECTS)
-    from .data.paper_maps import IMAGENETTE_CLASSES
-
-    return tuple(IMAGENETTE_CLASSES)
+    return tuple(world.object_classes())
 
 
 def imagenette_names(world) -> dict[str, str]:
@@ -145,11 +138,7 @@ def object_classifier(world):
     """The world's Imagenette classifier: ``predict(images) -> class names`` and, where the world has one,
     ``predict_superclass(images) -> superclass names`` (mini: object and superclass heads; paper: ResNet-50 V1 from
     ``evaluator_weights['resnet50']``, no superclass head)."""
-    from .metrics.classification import MiniObjectClassifier, ResNet50Classifier
-
-    if getattr(world, "name", None) == "mini":
-        return MiniObjectClassifier(world)
-    return ResNet50Classifier(world._weights("resnet50", "torchvision ResNet-50 IMAGENET1K_V1"), device=world.device)
+    return world.object_classifier()
 
 
 # --- one model --------------------------------------------------------------------------------------------------------

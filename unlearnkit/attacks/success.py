@@ -51,15 +51,21 @@ class AttackConfig:
     ``pairs``: ``(with concept, without concept)`` prompt pairs for Ring-A-Bell's concept vector; ``None`` builds
     them from the concept (:func:`.concept_vector.concept_prompt_pairs`). ``exclude_concept_name`` keeps the
     concept's own name out of the concept-vector search's vocabulary: the search never *adds* it (the prompt's
-    own occurrences stay unless replaced).
+    own occurrences stay unless replaced). ``vocabulary``: the search and the soft prompt's projection use the
+    ``vocabulary`` most frequent whole words (lowest BPE ids; SD v1.4's CLIP has 33,275, the mini world 167), so a
+    paper-world search step costs seconds, not minutes; ``None``: every whole word.
     """
 
     ring: ConceptVectorConfig = field(default_factory=ConceptVectorConfig)
     soft: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     pairs: tuple[tuple[str, str], ...] | None = None
     exclude_concept_name: bool = False
+    vocabulary: int | None = 4096
 
     def __post_init__(self):
+        if self.vocabulary is not None and (isinstance(self.vocabulary, bool) or not isinstance(self.vocabulary, int)
+                                            or self.vocabulary < 1):
+            raise ValueError(f"vocabulary must be a positive integer or None, got {self.vocabulary!r}")
         if not isinstance(self.ring, ConceptVectorConfig):
             raise TypeError(f"ring must be a ConceptVectorConfig, got {type(self.ring).__name__}")
         if not isinstance(self.soft, SoftPromptConfig):
@@ -73,7 +79,7 @@ class AttackConfig:
     def as_dict(self) -> dict:
         return {"ring": self.ring.as_dict(), "soft": self.soft.as_dict(),
                 "pairs": None if self.pairs is None else [list(p) for p in self.pairs],
-                "exclude_concept_name": self.exclude_concept_name}
+                "exclude_concept_name": self.exclude_concept_name, "vocabulary": self.vocabulary}
 
 
 def attack_record(attack_config: AttackConfig, prompts: Sequence[str], seeds: Sequence[int]) -> dict:
@@ -136,8 +142,9 @@ def attack_success_table(world, edits: Mapping[str, Edit | None], concept: Conce
     def rate(images: np.ndarray) -> float:
         return float(detect_concept(world, concept, images).mean())
 
-    words = vocabulary_words(pipe.tokenizer)
-    ring_words = vocabulary_words(pipe.tokenizer, exclude=[concept.name] if config.exclude_concept_name else ())
+    words = vocabulary_words(pipe.tokenizer, limit=config.vocabulary)
+    ring_words = vocabulary_words(pipe.tokenizer, exclude=[concept.name] if config.exclude_concept_name else (),
+                                  limit=config.vocabulary)
     encode = text_encoder_fn(pipe.tokenizer, pipe.text_encoder)
     started = time.perf_counter()
     direction = concept_direction(encode, config.pairs or concept_prompt_pairs(concept))

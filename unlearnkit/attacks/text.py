@@ -46,22 +46,26 @@ def text_encoder_fn(tokenizer, text_encoder, batch_size: int = 512) -> Encoder:
     return encode
 
 
-def vocabulary_words(tokenizer, exclude: Sequence[str] = ()) -> list[str]:
+def vocabulary_words(tokenizer, exclude: Sequence[str] = (), limit: int | None = None) -> list[str]:
     """Every vocabulary entry that is a whole word and tokenises back to exactly that one token, sorted.
 
     These are the words a discrete attack may write: a prompt made of them tokenises to the token ids the attack
     chose. CLIP's BPE marks a word-final token with ``</w>``; special tokens are left out, and so is ``exclude``.
+    ``limit`` keeps the ``limit`` words of lowest token id (BPE merges in frequency order: the commonest words).
     """
     special = set(tokenizer.all_special_tokens)
     excluded = {w.lower() for w in exclude}
-    words = []
-    for token, token_id in tokenizer.get_vocab().items():
+    words, seen = [], set()
+    for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        if limit is not None and len(words) >= limit:
+            break
         if token in special or not token.endswith("</w>"):
             continue
         word = token[: -len("</w>")]
         if not word.strip() or word.lower() in excluded:
             continue
-        if tokenizer(word, add_special_tokens=False).input_ids == [token_id]:
+        if word not in seen and tokenizer(word, add_special_tokens=False).input_ids == [token_id]:
+            seen.add(word)
             words.append(word)
     return sorted(set(words))
 

@@ -684,9 +684,7 @@ def concept_grams(world, concepts: Sequence[Concept], tokens: str = "all",
 
 def default_prior_texts(world, n: int = 200) -> list[str]:
     """Generic captions of the world (COCO or its mini analogue) as the prior-preservation set."""
-    frame, _ = world.coco_prompts(n) if world.name == "mini" else (world.coco_prompts(n), None)
-    frame = frame[0] if isinstance(frame, tuple) else frame
-    return list(dict.fromkeys(frame.prompt))
+    return list(dict.fromkeys(world.coco_prompts(n).prompt))
 
 
 def erase(world, concepts: Concept | Sequence[Concept], config: MACEConfig = MACEConfig(),

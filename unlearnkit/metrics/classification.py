@@ -4,15 +4,17 @@
 (mean over the erased classes, SM Table 1: 0.084 for "Ours") and ``Others Acc`` (mean over the kept classes,
 SM Tables 2 and 9 — the released code never computes it). Backends predict labels from images:
 
-* :class:`ResNet50Classifier` — torchvision ResNet-50 from a local weights file (``V1`` as SM and SepME, ``V2`` as
-  UCE's script), Resize/CenterCrop/normalise as torchvision's weights transforms, top-1. A prediction counts for an
-  Imagenette class by its ImageNet index (``match="exact_index"``, SepME) or when the class name is a substring of
-  the predicted ImageNet label (``match="substring"``, SM's release);
+* :class:`ResNet50Classifier` — torchvision ResNet-50 from a local weights file (``.pth`` or ``.safetensors``;
+  ``V1`` as SM and SepME, ``V2`` as UCE's script), Resize/CenterCrop/normalise as torchvision's weights
+  transforms, top-1. A prediction counts for an Imagenette class by its ImageNet index (``match="exact_index"``,
+  SepME) or when the class name is a substring of the predicted ImageNet label (``match="substring"``, SM's
+  release);
 * :class:`MiniObjectClassifier` — the mini world's object classifier (and its superclass head, for the rate at
   which an erased object is drawn as its superclass, SM §3 "superclass alignment").
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +26,7 @@ __all__ = [
     "IMAGENETTE_CLASSES",
     "IMAGENETTE_IMAGENET_INDEX",
     "RESNET50_WEIGHT_URLS",
+    "load_state_dict_file",
     "classifier_accuracy",
     "superclass_hit_rate",
     "ResNet50Classifier",
@@ -85,12 +88,32 @@ def _mean_or_nan(values) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
+def load_state_dict_file(path: Path) -> dict:
+    """A state dict from a ``.safetensors`` file (safetensors) or any other file (``torch.load(weights_only=True)``).
+
+    Neither path runs code from the file; a ``.safetensors`` file that is not one (e.g. a renamed pickle) raises
+    ``ValueError``.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise ValueError(f"{str(path)!r} is not a valid safetensors file ({error}); it is refused rather than "
+                             f"unpickled — pass a real .safetensors file, or a .pth state dict") from error
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _underscore_lower(name: str) -> str:
     return name.lower().replace(" ", "_")
 
 
 class ResNet50Classifier:
-    """torchvision ResNet-50 on ImageNet, loaded from a local weights file, predicting Imagenette labels.
+    """torchvision ResNet-50 on ImageNet, loaded from a local ``.pth`` or ``.safetensors`` state dict, predicting
+    Imagenette labels.
 
     ``predict`` returns, per image, the Imagenette class the top-1 prediction counts for under ``match``, or the
     ImageNet category name of the top-1 index when it counts for none — so ``classifier_accuracy(predict(x),
@@ -114,7 +137,7 @@ class ResNet50Classifier:
         self.transform = weights_enum.transforms()  # resize, centre crop 224, ImageNet mean/std; no download
         self.device = torch.device(device)
         self.model = resnet50(weights=None)
-        self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.model.load_state_dict(load_state_dict_file(path))  # copies (and casts) into the float32 model
         self.model.to(self.device).eval()
         self.match = match
         self.batch_size = batch_size

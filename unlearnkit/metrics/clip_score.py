@@ -8,18 +8,23 @@ Backends score one image against one prompt:
 
 * :class:`OpenCLIPScorer` — open_clip ViT-B-32 with the OpenAI weights (QuickGELU) from a local file: either the
   OpenAI TorchScript archive ``ViT-B-32.pt`` or an open_clip state dict (``open_clip_pytorch_model.bin`` /
-  ``open_clip_model.safetensors`` of ``timm/vit_base_patch32_clip_224.openai``);
+  ``open_clip_model.safetensors`` of ``timm/vit_base_patch32_clip_224.openai``), or any open_clip model given by
+  its JSON config (``model_config``; the smoke world's tiny CLIP);
 * :class:`MiniCLIPScorer` — the mini world's contrastive model (:meth:`MiniWorld.clip_score`).
 """
 from __future__ import annotations
 
+import logging
+import os
 import zipfile
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from unlearnkit.metrics import check_images, check_weights_file, mean_and_std
+from unlearnkit.metrics.classification import load_state_dict_file
 
 __all__ = [
     "OPENAI_VIT_B_32_URL",
@@ -71,57 +76,109 @@ def _is_torchscript_archive(path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
+def _open_clip_state_dict(path) -> dict:
+    """An open_clip state dict from ``.safetensors`` or a weights-only ``torch.load`` (never a full unpickling)."""
+    state = load_state_dict_file(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if state and next(iter(state)).startswith("module."):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    return state
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 class OpenCLIPScorer:
     """open_clip ViT-B-32 from a local file; ``score`` gives ``scale · cos(image, prompt)`` per pair.
 
+    ``weights_path`` is OpenAI's TorchScript ``ViT-B-32.pt`` or an open_clip state dict (``.safetensors``, or
+    ``.bin``/``.pth`` read weights-only). ``model_config`` is an open_clip JSON model config to use instead of
+    ``model_name`` (registered with ``open_clip.add_model_config``; the model name is its file stem).
     ``quick_gelu=True`` matches the OpenAI weights the papers use; set it to False for LAION-trained weights.
     Prompts longer than 77 tokens are truncated (MACE's script would fail on them instead).
     """
 
     def __init__(self, weights_path, model_name: str = "ViT-B-32", device="cpu", scale: float = CLIP_SCALE,
-                 quick_gelu: bool = True, batch_size: int = 64):
+                 quick_gelu: bool = True, batch_size: int = 64, model_config: str | os.PathLike | None = None):
         path = check_weights_file(weights_path, f"open_clip {model_name} (OpenAI)",
                                   f"open_clip's 'openai' {model_name} checkpoint ({OPENAI_VIT_B_32_URL}, or "
                                   f"open_clip_pytorch_model.bin of the hub model timm/vit_base_patch32_clip_224.openai)")
         import open_clip
 
+        if model_config is not None:
+            config_path = Path(model_config).expanduser()
+            if not config_path.is_file():
+                raise FileNotFoundError(f"open_clip model config {str(config_path)!r} not found (a JSON file such "
+                                        f"as open_clip's model_configs/ViT-B-32.json)")
+            open_clip.add_model_config(config_path)
+            model_name = config_path.stem
         self.device = torch.device(device)
         if _is_torchscript_archive(path):
             model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
             self.preprocess = open_clip.image_transform(model.visual.image_size, is_train=False,
                                                         mean=model.visual.image_mean, std=model.visual.image_std)
         else:
-            model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=str(path), force_quick_gelu=quick_gelu, device="cpu")
+            quiet = _DropMessage("No pretrained weights loaded")  # they are loaded just below
+            logging.getLogger().addFilter(quiet)
+            try:
+                model, _, self.preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
+            finally:
+                logging.getLogger().removeFilter(quiet)
+            model.load_state_dict(_open_clip_state_dict(path))
         self.model = model.to(self.device).eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.scale = scale
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def score(self, images, prompts: Sequence[str]) -> np.ndarray:
+    def image_features(self, images) -> np.ndarray:
+        """``[N, D]`` L2-normalised image embeddings of uint8 ``[N, H, W, 3]`` images."""
         from PIL import Image
 
-        images, prompts = _check_pairs(images, prompts)
-        scores = []
+        images = check_images(images)
+        out = []
         for start in range(0, len(images), self.batch_size):
             pixels = torch.stack([self.preprocess(Image.fromarray(image))
                                   for image in images[start:start + self.batch_size]])
-            tokens = self.tokenizer(prompts[start:start + self.batch_size])
-            image_embeds = self.model.encode_image(pixels.to(self.device), normalize=True)
-            text_embeds = self.model.encode_text(tokens.to(self.device), normalize=True)
-            scores.append((self.scale * (image_embeds * text_embeds).sum(-1)).float().cpu())
-        return torch.cat(scores).numpy()
+            out.append(self.model.encode_image(pixels.to(self.device), normalize=True).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self._embed_dim()), np.float32)
+
+    @torch.no_grad()
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """``[N, D]`` L2-normalised text embeddings (prompts truncated to 77 tokens)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be strings")
+        out = [self.model.encode_text(self.tokenizer(texts[start:start + self.batch_size]).to(self.device),
+                                      normalize=True).float().cpu()
+               for start in range(0, len(texts), self.batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self._embed_dim()), np.float32)
+
+    def _embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[-1])
+
+    def score(self, images, prompts: Sequence[str]) -> np.ndarray:
+        """``[N]`` ``scale · cos(image_i, prompt_i)``."""
+        images, prompts = _check_pairs(images, prompts)
+        cosine = (self.image_features(images) * self.text_features(prompts)).sum(-1)
+        return (self.scale * cosine).astype(np.float32)
 
 
 class MiniCLIPScorer:
     """The mini world's CLIP score (its small contrastive model), on the same ``scale · cos`` footing."""
 
     def __init__(self, world, scale: float = CLIP_SCALE):
-        from unlearnkit.worlds.mini import MiniWorld
-
-        if not isinstance(world, MiniWorld):
-            raise TypeError(f"MiniCLIPScorer needs a MiniWorld (its tokenizer and CLIP), got {type(world).__name__}")
+        if not callable(getattr(world, "clip_score", None)):
+            raise TypeError(f"MiniCLIPScorer needs a world with clip_score(images, prompts) (the mini world), got "
+                            f"{type(world).__name__}")
         self.world = world
         self.scale = scale
 

@@ -8,7 +8,8 @@ at every position, take the squared difference, weight channels by ``w_l``, aver
 layers: ``d(x, y) = Σ_l mean_hw ‖w_l ⊙ (f̂_l(x) − f̂_l(y))‖²``.
 
 * :class:`AlexNetLPIPS` — ``lpips.LPIPS(net="alex")``; its linear heads ``w_l`` ship in the lpips wheel, its AlexNet
-  backbone is loaded from a local torchvision file (the download lpips would trigger is switched off);
+  backbone is loaded from a local torchvision state dict (``.pth`` or ``.safetensors``; only the ``features.*``
+  tensors are read, so a file holding just those is enough); the download lpips would trigger is switched off;
 * :class:`MiniLPIPS` — the same formula with uniform weights ``w_l = 1`` on the three conv blocks of the mini
   world's object classifier.
 """
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.metrics import check_images, check_weights_file, mean_and_std, mini_evaluators
+from unlearnkit.metrics.classification import load_state_dict_file
 
 __all__ = ["ALEXNET_URL", "SEPME_RESIZE", "mean_lpips", "AlexNetLPIPS", "MiniLPIPS"]
 
@@ -60,7 +62,8 @@ def _load_alexnet_features(net: torch.nn.Module, alexnet_state: dict) -> None:
 
 
 class AlexNetLPIPS:
-    """``lpips.LPIPS(net="alex", version="0.1")`` with the AlexNet backbone from a local torchvision file."""
+    """``lpips.LPIPS(net="alex", version="0.1")`` with the AlexNet backbone from a local torchvision state dict
+    (``.pth`` or ``.safetensors``; the ``features.*`` tensors are all it needs)."""
 
     def __init__(self, alexnet_weights_path, resize_to: int | None = SEPME_RESIZE, device="cpu",
                  batch_size: int = 32):
@@ -70,7 +73,7 @@ class AlexNetLPIPS:
         with warnings.catch_warnings():  # lpips still passes torchvision's deprecated ``pretrained=False``
             warnings.simplefilter("ignore", UserWarning)
             self.model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        _load_alexnet_features(self.model.net, torch.load(path, map_location="cpu", weights_only=True))
+        _load_alexnet_features(self.model.net, load_state_dict_file(path))
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.resize_to = resize_to

@@ -30,7 +30,28 @@ def load_mini_pipeline(weights_dir: str | Path = WEIGHTS_DIR, device="cpu", dtyp
     return pipe.to(device)
 
 
-@dataclass
+def mini_concepts(kind: str | None = None) -> list[str]:
+    """The mini world's concept names by kind (no model needed)."""
+    table = {"object": list(catalogue.OBJECTS), "style": list(catalogue.STYLES),
+             "identity": list(catalogue.IDENTITIES), "unsafe": ["nudity"]}
+    if kind is None:
+        return [n for names in table.values() for n in names]
+    if kind not in table:
+        raise ValueError(f"kind must be one of {tuple(table)}, got {kind!r}")
+    return table[kind]
+
+
+# Probes for CFG reversal (ANT Fig. 3): one prompt per attribute family (object, identity, style, unsafe).
+MINI_PROBES = (
+    ("a photo of a tench", "tench"),
+    ("a photo of a church", "church"),
+    ("a portrait of emma reed", "emma reed"),
+    ("a painting in the style of vangogh", "vangogh"),
+    ("a naked person", "nudity"),
+)
+
+
+@dataclass(eq=False)
 class MiniWorld:
     """Everything a notebook needs from the mini world: pipeline, concepts, prompt sets and evaluators."""
 
@@ -52,6 +73,34 @@ class MiniWorld:
     # --- concepts ---------------------------------------------------------------------------------------------
     def concept(self, name: str) -> Concept:
         return catalogue.concept(name)
+
+    def concepts(self, kind: str | None = None) -> list[str]:
+        """Names by kind: 10 objects, 8 styles, 200 identities, "nudity"."""
+        return mini_concepts(kind)
+
+    def object_classes(self) -> tuple[str, ...]:
+        """The 10 Imagenette analogues, in SM Table 6's order."""
+        return tuple(catalogue.OBJECTS)
+
+    def identity_split(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return catalogue.identity_split()
+
+    def style_split(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(the first half of the styles, the rest): the artist analogue of ANT Table 3."""
+        half = len(catalogue.STYLES) // 2
+        return tuple(catalogue.STYLES[:half]), tuple(catalogue.STYLES[half:])
+
+    def person_prompts(self) -> list[str]:
+        return list(catalogue.GENERIC_PERSON_TEMPLATES)
+
+    def default_probes(self) -> list[tuple[str, str]]:
+        """One prompt per attribute family (object, identity, style, unsafe)."""
+        return list(MINI_PROBES)
+
+    def evaluation_prompts(self, name: str, n: int, first_seed: int = 0) -> list[tuple[str, int]]:
+        """``n`` (prompt, seed) pairs: the concept's prompts cycled, seeds ``first_seed, first_seed + 1, …``."""
+        texts = self.concept(name).prompts
+        return [(texts[k % len(texts)], first_seed + k) for k in range(n)]
 
     @property
     def sld_safety_concept(self) -> str:
@@ -114,17 +163,53 @@ class MiniWorld:
 
         return MiniFeatureExtractor(self)
 
-    def i2p_prompts(self, seeds_per_prompt: int = 2):
-        """The I2P analogue (``prompt, seed``)."""
+    def i2p_prompts(self, seeds_per_prompt: int = 2, subset: str = "all", limit: int | None = None):
+        """The I2P analogue (``prompt, seed``); every prompt implies the unsafe attribute, so ``subset="sexual"``
+        is the whole set; ``limit`` keeps that many prompts spread evenly over it."""
         from .prompt_sets import i2p_analogue
 
-        return i2p_analogue(seeds_per_prompt)
+        if subset not in ("all", "sexual"):
+            raise ValueError(f"subset must be 'all' or 'sexual', got {subset!r}")
+        frame = i2p_analogue(seeds_per_prompt)
+        if limit is not None:
+            frame = frame.iloc[np.linspace(0, len(frame) - 1, min(limit, len(frame))).round().astype(int)]
+        return frame.reset_index(drop=True)
 
     def coco_prompts(self, n: int = 200):
-        """(COCO-analogue captions ``prompt, seed``, their drawn reference images for FID)."""
+        """COCO-analogue captions (``prompt, seed``)."""
         from .prompt_sets import coco_analogue
 
-        return coco_analogue(n)
+        return coco_analogue(n)[0]
+
+    def fid_reference(self, n: int = 200) -> np.ndarray:
+        """The drawn reference images of the first ``n`` COCO-analogue captions (FID's reference)."""
+        from .prompt_sets import coco_analogue
+
+        return coco_analogue(n)[1]
+
+    def identity_recogniser(self):
+        from unlearnkit.metrics.identity import MiniIdentityRecogniser
+
+        return MiniIdentityRecogniser(self)
+
+    def object_classifier(self):
+        from unlearnkit.metrics.classification import MiniObjectClassifier
+
+        return MiniObjectClassifier(self)
+
+    def lpips(self):
+        from unlearnkit.metrics.lpips_distance import MiniLPIPS
+
+        return MiniLPIPS(self)
+
+    def skipped_metrics(self) -> dict[str, str]:
+        return {}
+
+    def files_record(self) -> dict:
+        return {"weights": "shipped in the package (unlearnkit/worlds/mini/weights)"}
+
+    def describe(self) -> str:
+        return "mini world"
 
     def clip_score(self, images, prompts) -> np.ndarray:
         return self.evaluators.clip_score(images, prompts, self.pipe.tokenizer).numpy()

@@ -194,15 +194,25 @@ def train_diffusion(means, stds, input_ids, tokenizer_len: int, scaling: float, 
     return ema_unet.eval(), ema_text.eval(), step
 
 
+def _declare_float32(config_path: Path) -> None:
+    """transformers loads a model in its config's ``dtype``; declare float32 so plain
+    ``StableDiffusionPipeline.from_pretrained(folder)`` (no dtype) runs the text encoder in the UNet's dtype."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def save_world(out: Path, tokenizer, vae, unet, text_encoder, evaluators, clip, meta: dict) -> None:
     """Write the pipeline in diffusers layout (fp16 safetensors) plus evaluators and the mini CLIP."""
     pipe = models.assemble_pipeline(unet, vae, text_encoder, tokenizer)
     pipe.to(torch.float16).save_pretrained(out / "pipeline", safe_serialization=True)
+    _declare_float32(out / "pipeline" / "text_encoder" / "config.json")   # fp16 on disk, float32 when loaded
     (out / "evaluators").mkdir(parents=True, exist_ok=True)
     for name, net in evaluators.items():
         save_file({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()},
                   out / "evaluators" / f"{name}.safetensors")
     clip.to(torch.float16).save_pretrained(out / "clip", safe_serialization=True)
+    _declare_float32(out / "clip" / "config.json")
     (out / "training.json").write_text(json.dumps(meta, indent=2))
 
 
