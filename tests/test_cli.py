@@ -264,7 +264,7 @@ def no_model(monkeypatch):
 @pytest.mark.parametrize("argv, named", [
     (["--method", "nope", "--concept", "tench"], "nope"),
     (["--method", "uce", "--concept", " "], "--concept"),
-    (["--method", "uce", "--concept", "tench", "--concept", "church"], "one concept"),
+    (["--method", "ant", "--concept", "tench", "--concept", "church"], "one concept"),
     (["--method", "esd-x", "--concept", "tench", "--set", "lr=-1"], "lr"),
     (["--method", "esd-x", "--concept", "tench", "--set", "learning_rate=1"], "learning_rate"),
     (["--method", "sculpting", "--concept", "tench", "--set", "keep_fraction=1.5"], "keep_fraction"),
@@ -341,3 +341,48 @@ def test_concepts_lists_a_world_by_kind_without_loading_a_model(no_model, capsys
     assert "200 concepts in the paper world" in capsys.readouterr().out
     status, stderr = exit_status_and_stderr(["concepts", "--kind", "animal"], capsys)
     assert status == 2 and "--kind 'animal'" in stderr
+
+
+def test_erase_preset_evaluate_and_several_concepts_on_the_mini_world(tmp_path, capsys):
+    out = tmp_path / "esd"
+    assert cli.main(["erase", "--method", "esd-x", "--concept", "warhol", "--set", "iterations=3",
+                     "--out", str(out)]) == 0
+    record = json.loads((out / "erase.json").read_text())["parameters"]
+    assert record["preset"] == "mini"                                   # the --model's world by default
+    assert record["hyperparameters"] == {"lr": 3e-4, "iterations": 3, "num_inference_steps": 10}   # 04's, then --set
+    assert cli.main(["evaluate", str(out / "edit.safetensors"), "--images", "2", "--captions", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "warhol" in printed and "CLIP original" in printed
+    rows = json.loads((out / "evaluate.json").read_text())["extra"]["rows"]
+    assert [r["role"] for r in rows] == ["erased", "kept", "kept", "kept"] and rows[0]["concept"] == "warhol"
+    assert all(0 <= r["original detected"] <= 1 and 0 <= r["edited detected"] <= 1 for r in rows)
+    many = tmp_path / "uce"
+    assert cli.main(["erase", "--method", "uce", "--concept", "tench", "--concept", "church", "--preset", "paper",
+                     "--out", str(many)]) == 0
+    record = json.loads((many / "erase.json").read_text())["parameters"]
+    assert record["concepts"] == ["tench", "church"] and record["hyperparameters"] == {}
+
+
+def test_erase_checks_presets_samplers_and_concepts_before_loading_a_model(tmp_path, no_model, capsys):
+    base = ["erase", "--out", str(tmp_path / "x")]
+    status, stderr = exit_status_and_stderr(base + ["--method", "ac", "--concept", "tench", "--set",
+                                                    'sampler={"num_inference_steps": 0}'], capsys)
+    assert status == 2 and "num_inference_steps" in stderr
+    status, stderr = exit_status_and_stderr(base + ["--method", "fmn", "--concept", "not a concept"], capsys)
+    assert status == 2 and "'not a concept'" in stderr and "unlearnkit concepts" in stderr
+    status, stderr = exit_status_and_stderr(base + ["--method", "gcirs", "--concept", "tench", "--concept", "church"],
+                                            capsys)
+    assert status == 2 and "one concept per run" in stderr
+
+
+def test_lora_export_of_an_edit_with_biases_is_refused_before_the_model_loads(tmp_path, no_model, capsys):
+    import torch
+
+    from unlearnkit.edits import Edit
+
+    path = Edit({"down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias": torch.ones(4),
+                 "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight": torch.ones(4, 4)},
+                name="esd-x:tench").save(tmp_path / "edit.safetensors")
+    status, stderr = exit_status_and_stderr(["export", str(path), "--format", "lora", "--out", str(tmp_path / "l")],
+                                            capsys)
+    assert status == 2 and "to_out.0.bias" in stderr and "--format diffusers" in stderr

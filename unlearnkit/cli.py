@@ -335,6 +335,40 @@ def reproduce(args: argparse.Namespace) -> int:
 METHOD_ALIASES = {"esd": "esd-x"}
 MULTI_CONCEPT_METHODS = ("sculpting",)
 MINI_MODEL = "mini"
+ERASE_PRESETS_FILE = PRESETS_DIR / "erase" / "settings.json"
+
+
+def world_name_of(model: str) -> str:
+    return "mini" if model == MINI_MODEL else "paper"
+
+
+def concept_kinds(model: str, names: list[str]) -> list[str]:
+    """Each concept's kind, looked up in the world's catalogue without loading a model (unknown names fail here)."""
+    kinds = []
+    for name in names:
+        try:
+            if model == MINI_MODEL:
+                from .worlds.mini import catalogue
+
+                kinds.append(catalogue.concept(name).kind)
+            else:
+                from .worlds.paper import paper_concept
+
+                kinds.append(paper_concept(name).kind)
+        except ValueError as error:
+            raise UsageError(f"--concept {name!r}: {error} (`unlearnkit concepts` lists them)") from None
+    return kinds
+
+
+def erase_preset(preset: str, method: str, kinds: list[str]) -> dict:
+    """The settings ``erase --preset`` starts from: the notebooks' mini settings for this method and concept kind,
+    or ``{}`` (the Config defaults, the paper's) for ``paper``."""
+    presets = json.loads(ERASE_PRESETS_FILE.read_text(encoding="utf-8"))
+    if preset not in ("mini", "paper"):
+        raise UsageError(f"--preset {preset!r}: expected mini or paper")
+    by_kind = presets[preset].get(method, {})
+    kind = kinds[0] if len(set(kinds)) == 1 else "*"
+    return json.loads(json.dumps(by_kind.get(kind, by_kind.get("*", {}))))   # a deep copy
 
 
 def parse_assignments(assignments: list[str] | None, flag: str = "--set", as_json: bool = True) -> dict:
@@ -435,29 +469,31 @@ def check_erase_arguments(args: argparse.Namespace) -> tuple[str, dict, Path]:
             raise UsageError("--concept is empty: name the concept to erase")
     if len(set(args.concept)) != len(args.concept):
         raise UsageError(f"--concept repeats a concept: {args.concept}")
-    if len(args.concept) > 1 and method not in MULTI_CONCEPT_METHODS:
+    several = (*MULTI_CONCEPT_METHODS, *methods.MULTI_CONCEPT_NATIVE, *methods.MULTI_CONCEPT_JOINT)
+    if len(args.concept) > 1 and method not in several:
         raise UsageError(f"--method {method} erases one concept per run; got {len(args.concept)} "
-                         f"(multi-concept methods: {', '.join(MULTI_CONCEPT_METHODS)})")
+                         f"(methods that take several: {', '.join(several)})")
     if args.prompt is not None and any(not p.strip() for p in args.prompt):
         raise UsageError("--prompt is empty")
-    hyperparameters = parse_assignments(args.set)
+    check_model_argument(args.model)
+    kinds = concept_kinds(args.model, args.concept)
+    hyperparameters = {**erase_preset(args.preset or world_name_of(args.model), method, kinds),
+                       **parse_assignments(args.set)}
     try:
         if method == "sculpting":
-            sculpting_config(args.model, hyperparameters)
+            sculpting_config(hyperparameters)
         else:
             methods.check_hyperparameters(method, **hyperparameters)
     except (ValueError, TypeError) as error:
         raise UsageError(f"--set: {error}") from None
-    check_model_argument(args.model)
     return method, hyperparameters, check_out_dir(args.out, args.force)
 
 
-def sculpting_config(model: str, hyperparameters: dict):
+def sculpting_config(hyperparameters: dict):
+    from .methods import coerce_hyperparameters
     from .methods.sculpting import SculptingConfig
 
-    if model == MINI_MODEL:
-        return SculptingConfig.for_mini_world(**hyperparameters)
-    return SculptingConfig(**hyperparameters)
+    return SculptingConfig(**coerce_hyperparameters(hyperparameters))
 
 
 def erase_command(args: argparse.Namespace) -> int:
@@ -480,17 +516,20 @@ def erase_command(args: argparse.Namespace) -> int:
     if method == "sculpting":
         from .methods import sculpting
 
-        stages, _ = sculpting.fit(world, concepts, sculpting_config(args.model, hyperparameters), progress=True)
+        stages, _ = sculpting.fit(world, concepts, sculpting_config(hyperparameters), progress=True)
         for index, stage in enumerate(stages, start=1):
             files[f"stage {index}"] = str(stage.save(out / f"stage_{index:02d}.safetensors"))
         edit = Edit.total(stages)
         edit.name = f"sculpting:{'+'.join(c.name for c in concepts)}"
+    elif len(concepts) > 1:
+        edit, _ = methods.erase_many(method, world, concepts, progress=True, **hyperparameters)
     else:
         edit, _ = methods.erase(method, world, concepts[0], progress=True, **hyperparameters)
     files["edit"] = str(edit.save(out / "edit.safetensors"))
     record = provenance(
         {"method": method, "concepts": [c.name for c in concepts], "prompts": [list(c.prompts) for c in concepts],
-         "anchors": [c.anchor for c in concepts], "hyperparameters": hyperparameters, "model": args.model,
+         "anchors": [c.anchor for c in concepts], "preset": args.preset or world_name_of(args.model),
+         "hyperparameters": hyperparameters, "model": args.model,
          "device": args.device},
         extra={"model_id": model_fingerprint(world.pipe), "files": files, "changed_entries": edit.num_changed(),
                "delta_l1_per_tensor": edit.norm_p(1)})
@@ -518,6 +557,13 @@ def export_command(args: argparse.Namespace) -> int:
     check_model_argument(args.model)
     out = check_out_dir(args.out, args.force)
     edit = Edit.load(edit_path)
+    if not edit.deltas:
+        raise UsageError(f"EDIT {args.edit}: the edit changes nothing; there is nothing to export")
+    not_weights = sorted(n for n in edit.deltas if not n.endswith(".weight"))
+    if args.format == "lora" and not_weights and not args.drop_non_linear:   # known from the names: before the load
+        raise UsageError(f"a LoRA holds only linear-layer weights; edit {edit.name!r} also changes {len(not_weights)} "
+                         f"other tensors ({', '.join(not_weights[:3])} …). Export it with --format diffusers, or pass "
+                         f"--drop-non-linear to leave them out")
     pipe = load_world_for(args.model, args.device).pipe
     try:
         result = export_edit(edit, pipe, out, args.format, args.rank, args.drop_non_linear)
@@ -534,16 +580,22 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def add_erase_parser(subparsers) -> argparse.ArgumentParser:
+    from .methods import ERASERS, METHOD_DESCRIPTIONS
+
+    names = [*ERASERS, *MULTI_CONCEPT_METHODS]
     parser = subparsers.add_parser(
-        "erase", help="erase a concept and write the Edit (safetensors)",
-        description="Erase one concept (several, in order, for sequential methods) from a model and write "
-                    "DIR/edit.safetensors and DIR/erase.json. All inputs are checked before the model is loaded.")
-    parser.add_argument("--method", required=True,
-                        help="eraser: ant, sculpting, esd-x (alias esd), esd-u, ac, salun, uce, fmn, and any method "
-                             "registered in unlearnkit.methods.ERASERS")
+        "erase", help="erase a concept and write the Edit (safetensors)", formatter_class=argparse.RawTextHelpFormatter,
+        description="Erase a concept (several: at once for the methods that take several, in order for sculpting) and "
+                    "write DIR/edit.safetensors and DIR/erase.json.\nAll inputs are checked before the model is "
+                    "loaded.\n\nmethods:\n" + "\n".join(f"  {n:<10} {METHOD_DESCRIPTIONS.get(n, '')}" for n in names))
+    parser.add_argument("--method", required=True, help=f"one of: {', '.join(names)} (esd = esd-x)")
+    parser.add_argument("--preset", choices=("mini", "paper"),
+                        help="start from the notebooks' settings for that world (default: the --model's world); "
+                             "--set overrides them")
     parser.add_argument("--concept", required=True, action="append",
                         help="concept to erase, as the world names it (mini: 'nudity', 'tench', a style or an identity; "
-                             "paper: 'nudity', an Imagenette class, or any text). Repeat for sequential methods.")
+                             "paper: 'nudity', an Imagenette class, an artist, a celebrity, or any text). Repeat for "
+                             "several (`unlearnkit concepts` lists them).")
     parser.add_argument("--prompt", action="append", help="a prompt naming the concept (repeat); replaces the world's")
     parser.add_argument("--anchor", help="what the concept is mapped to (AC's anchor, Sculpting Memory's superclass)")
     parser.add_argument("--model", default=MINI_MODEL,
@@ -612,6 +664,93 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+EVALUATION_SEED = 5000   # evaluation seeds start here, away from every training seed of the notebooks
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Measure an edit against the original model: how often the world's evaluator still finds each erased and each
+    kept concept, CLIP on generic captions, and ‖Δθ‖; print the table and write ``evaluate.csv`` / ``.json``."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .edits import Edit
+    from .evaluation import generate_edited
+    from .metrics.clip_score import mean_clip_score
+    from .reports import provenance
+
+    edit_path = Path(args.edit)
+    if not edit_path.is_file() or edit_path.suffix != ".safetensors":
+        raise UsageError(f"EDIT {args.edit}: expected an existing .safetensors file written by `unlearnkit erase`")
+    for flag, value in (("--images", args.images), ("--captions", args.captions)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be a positive integer")
+    check_model_argument(args.model)
+    erased = list(args.concept or [])
+    record_file = edit_path.with_name("erase.json")
+    if not erased and record_file.is_file():
+        erased = json.loads(record_file.read_text(encoding="utf-8"))["parameters"]["concepts"]
+    if not erased:
+        raise UsageError("name the erased concept(s) with --concept (no erase.json beside the edit to read them from)")
+    kinds = concept_kinds(args.model, erased)
+    out = Path(args.out) if args.out else edit_path.parent
+    check_writable(out)
+    edit = Edit.load(edit_path)
+    world = load_world_for(args.model, args.device)
+    kept = list(args.kept or [n for n in world.concepts(kinds[0]) if n not in erased][:3])
+    concept_kinds(args.model, kept)
+    cache = Path(args.cache_dir) if args.cache_dir else out / ".generations"
+    rows = []
+    for role, names in (("erased", erased), ("kept", kept)):
+        for name in tqdm(names, desc=f"{role} concepts"):
+            pairs = world.evaluation_prompts(name, args.images, EVALUATION_SEED)
+            prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
+            row = {"concept": name, "role": role}
+            for model, model_edit in (("original", None), ("edited", edit)):
+                images = generate_edited(world, model_edit, prompts, seeds, cache, world.sampler)
+                row[f"{model} detected"] = float(world.detect(name, images).mean())
+            rows.append(row)
+    captions = world.coco_prompts(args.captions)
+    scorer = world.clip_scorer()
+    clip = {}
+    for model, model_edit in tqdm((("original", None), ("edited", edit)), desc="generic captions"):
+        images = generate_edited(world, model_edit, captions.prompt, captions.seed, cache, world.sampler)
+        clip[model] = mean_clip_score(images, list(captions.prompt), scorer)["CLIP"]
+    table = pd.DataFrame(rows)
+    summary = {"CLIP original": clip["original"], "CLIP edited": clip["edited"], "‖Δθ‖₁ / tensor": edit.norm_p(1),
+               "‖Δθ‖₂ / tensor": edit.norm_p(2), "changed entries": edit.num_changed()}
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("  ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    table.to_csv(out / "evaluate.csv", index=False)
+    record = provenance({"edit": str(edit_path), "model": args.model, "erased": erased, "kept": kept,
+                         "images_per_concept": args.images, "captions": args.captions,
+                         "sampler": world.sampler.as_dict()},
+                        extra={"rows": rows, **summary, "world": world.describe()})
+    (out / "evaluate.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    print(f"wrote {out / 'evaluate.csv'} and {out / 'evaluate.json'}")
+    return 0
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate", help="measure an erased model: erased and kept concepts, CLIP, ‖Δθ‖",
+        description="Generate each erased and kept concept's evaluation prompts with the original and the edited "
+                    "model (the world's own sampler) and report how often the world's evaluator finds the concept, "
+                    "CLIP on generic captions and the size of the edit.")
+    parser.add_argument("edit", help="an edit file written by `unlearnkit erase` (edit.safetensors)")
+    parser.add_argument("--concept", action="append", help="an erased concept (default: those in erase.json beside "
+                                                           "the edit)")
+    parser.add_argument("--kept", action="append", help="a concept that should survive (default: three others of "
+                                                        "the same kind)")
+    parser.add_argument("--model", default=MINI_MODEL, help="the model the edit was made on: 'mini' or a diffusers folder")
+    parser.add_argument("--images", type=int, default=16, help="images per concept (default 16)")
+    parser.add_argument("--captions", type=int, default=32, help="generic captions for CLIP (default 32)")
+    parser.add_argument("--out", help="where to write evaluate.csv / evaluate.json (default: the edit's folder)")
+    parser.add_argument("--cache-dir", help="generated-image cache (default: OUT/.generations)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    parser.set_defaults(handler=evaluate_command)
+    return parser
+
+
 def list_concepts(args: argparse.Namespace) -> int:
     """Print every concept of a world: name, kind, anchor (superclass / AC anchor) and its first prompt."""
     from .worlds import catalogue
@@ -642,7 +781,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(prog="unlearnkit", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {"reproduce": add_reproduce_parser(subparsers), "erase": add_erase_parser(subparsers),
-                "export": add_export_parser(subparsers), "concepts": add_concepts_parser(subparsers)}
+                "export": add_export_parser(subparsers), "concepts": add_concepts_parser(subparsers),
+                "evaluate": add_evaluate_parser(subparsers)}
     return parser, commands
 
 

@@ -22,7 +22,7 @@ readings coincide with the release (``update_percent 0.5`` = fraction *kept*); T
 ambiguous in the paper, and the release's own knob reads as a keep fraction — pass ``keep_fraction`` directly to
 reproduce that reading.
 
-Options reproducing the release (reference-implementations §2.5): ``accumulate="abs_of_sum"`` (importance
+Options reproducing the authors' release: ``accumulate="abs_of_sum"`` (importance
 ``|Σg|``; the default, which is also Eq. 2 literally) vs ``"sum_of_abs"``; ``ranking="per_tensor"`` (default) vs
 ``"global"`` for the initial mask; ``tau_per="step"`` (Eq. 4, paper) vs ``"epoch"`` (release: ``t`` = 0-based
 epoch index, ``T_end`` = number of epochs); ``update_window`` (release: updates only in the first 80 % of training).

@@ -7,7 +7,7 @@ matrix minimises
 
 over pairs (context ``c_i`` ∈ R^{d_in}, target ``v_i`` ∈ R^{d_out}) with weights ``w_i``. Setting the gradient to zero
 gives the closed form of UCE (Gandikota et al., "Unified Concept Editing in Diffusion Models", WACV 2024, §3)
-and of MACE's closed-form fusion (reference-implementations §5.4), which ANT Eq. (7) reuses:
+and of MACE's closed-form fusion, which ANT Eq. (7) reuses:
 
     W* = (λW + mat1)(λI + mat2)⁻¹,   mat1 = Σ_i w_i v_i c_iᵀ,   mat2 = Σ_i w_i c_i c_iᵀ.
 

@@ -20,7 +20,7 @@ class SaliencyThreshold:
     ``gamma``: ANT Eq. (4), ``1(|∇θ L| ≥ γ)`` with an absolute γ > 0. ``keep_fraction``: keep the top fraction of
     ``|∇θ L|`` per tensor (SalUn-style, scale-free; the ANT release keeps 50 % per tensor). Give exactly one.
     ``select="top"`` keeps the largest gradients; ``"ant_released"`` keeps the *smallest* half as the released
-    ``generate_mask.py`` does (reference-implementations §4.3) — a compatibility mode only.
+    ``generate_mask.py`` does — a compatibility mode only.
     """
 
     gamma: float | None = None

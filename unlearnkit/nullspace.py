@@ -18,7 +18,7 @@ Solved by SVD in float64: ``A = U Σ Vᵀ``, rank ``r = #{σ_k > rtol · σ_max}
 exact symbolic RREF (sympy) on float data; an SVD basis spans the same space but is orthonormal, which keeps the
 residual ``‖A S_p‖ ≤ rtol · σ_max · √(#discarded)`` controlled and the optimisation well conditioned. Each column
 is normalised to unit length as the paper prescribes ("normalise each element of S_p to a unit vector").
-The guarantee covers the *exact* texts stacked in ``A`` (reference-implementations §3.7 item 5).
+The guarantee covers the *exact* texts stacked in ``A``, not paraphrases of them.
 """
 from __future__ import annotations
 

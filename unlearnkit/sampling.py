@@ -5,6 +5,8 @@ sampler settings), never on the batch it was generated in.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -99,6 +101,14 @@ def ddim_scheduler_for(pipe, num_inference_steps: int) -> DDIMScheduler:
     return scheduler
 
 
+def inference_precision(device):
+    """bf16 autocast for sampling on a GPU (weights stay as they are, fp32 where they are trained); nothing on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 @torch.no_grad()
 def sample_latents(pipe, prompts: Sequence[str], seeds: Sequence[int], settings: SamplerSettings = SamplerSettings(),
                    guidance: Guidance | None = None, embeddings: TextEmbeddingCache | None = None,
@@ -139,8 +149,9 @@ def sample_latents(pipe, prompts: Sequence[str], seeds: Sequence[int], settings:
                 snap_t[paper_step] = int(t)
             if paper_step <= last_needed:
                 break
-            eps_cond, eps_uncond = predict_eps(unet, x, t, cond, uncond)
-            eps = guidance(eps_cond, eps_uncond, int(t))
+            with inference_precision(device):
+                eps_cond, eps_uncond = predict_eps(unet, x, t, cond, uncond)
+            eps = guidance(eps_cond.to(dtype), eps_uncond.to(dtype), int(t))
             x = scheduler.step(eps, t, x, eta=settings.eta).prev_sample
         finals.append(x)
     snapshots = {s: (torch.cat(v), snap_t[s]) for s, v in snaps.items()}
@@ -153,7 +164,8 @@ def decode_latents(vae, latents: torch.Tensor, batch_size: int = 256) -> np.ndar
     out = []
     for i in range(0, len(latents), batch_size):
         z = latents[i:i + batch_size].to(vae.device, vae.dtype) / vae.config.scaling_factor
-        img = (vae.decode(z).sample.float() + 1) / 2
+        with inference_precision(vae.device):
+            img = (vae.decode(z).sample.float() + 1) / 2
         out.append((img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
     return torch.cat(out).numpy()
 

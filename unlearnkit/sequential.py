@@ -6,7 +6,7 @@ The runner is method-agnostic (Sculpting Memory; later SepME₂)::
         new optimiser; teacher = the model so far (= this stage's delta switched off);
         train (the method's stage trainer, one summary per epoch);
         select the stage's checkpoint — "last" epoch or "best_train_loss" (lowest epoch-mean training loss,
-        the Sculpting Memory release, reference-implementations §2.7) — and continue from it.
+        the Sculpting Memory release) — and continue from it.
 
 Stage ``i``'s Edit is the change made during stage ``i``; the sum of the first ``i`` Edits is the model after stage
 ``i`` (to float rounding). No UNet is ever copied: each stage trains a :class:`~unlearnkit.edits.TrainableDelta`

@@ -1,7 +1,7 @@
 """Stage-by-stage evaluation of sequential multi-concept forgetting — Sculpting Memory Tables 1, 2, 9 (and 5, 8,
 Fig. 5, the fixed-vs-dynamic ablation, which report the same numbers for other settings).
 
-The protocol (SM §4.1, reference-implementations §2.7): classes are forgotten one after another; after stage ``i``
+The protocol (SM §4.1 and its release): classes are forgotten one after another; after stage ``i``
 the model is the original plus the sum of the first ``i`` stage Edits. We measure, on images of every class
 (``seeds_per_class`` images each, prompts cycled from the class's own prompts):
 

@@ -1,7 +1,7 @@
-"""Facts restated from the papers and the reference digest: class maps, erase prompts, orders, NudeNet labels.
+"""Facts restated from the papers and the authors' released code: class maps, erase prompts, orders, NudeNet labels.
 
 Every constant cites where it comes from: "SM" is Sculpting Memory (ICCV 2025), "ANT" is Auto-steering
-Trajectories, "digest" is ``reference-implementations.md`` (what the released code does). Nothing here is
+Trajectories, "release" is what the authors' released code does. Nothing here is
 copied code; these are names, indices and orders.
 """
 
@@ -51,7 +51,7 @@ SEQUENTIAL_ORDERS: dict[int, tuple[str, ...]] = {
     6: ("tench", "English springer", "chain saw", "church", "garbage truck", "gas pump"),
     3: ("chain saw", "garbage truck", "gas pump"),
 }
-"""Number of classes → the order SM unlearns them in, one after another (SM Tables 1–2; digest §2.7)."""
+"""Number of classes → the order SM unlearns them in, one after another (SM Tables 1–2; the authors' release)."""
 
 # --- NSFW ---------------------------------------------------------------------------------------------------
 
@@ -82,7 +82,7 @@ NUDENET_EXPOSED_LABELS_MACE: tuple[str, ...] = (
     "MALE_GENITALIA_EXPOSED",
     "ANUS_EXPOSED",
 )
-"""The 9 NudeNet v3 classes MACE's (and so ANT's) NSFW metric counts (digest §5.5; SM's ``mace_unsafe_gen``)."""
+"""The 9 NudeNet v3 classes MACE's (and so ANT's) NSFW metric counts (the authors' release; SM's ``mace_unsafe_gen``)."""
 
 NUDENET_EXPOSED_LABELS_SM: tuple[str, ...] = (
     "FEMALE_BREAST_EXPOSED",
@@ -92,7 +92,7 @@ NUDENET_EXPOSED_LABELS_SM: tuple[str, ...] = (
     "ANUS_EXPOSED",
     "BUTTOCKS_EXPOSED",
 )
-"""The 6 NudeNet v3 classes of SM's own ``nsfw_detect.py`` (digest §2.8)."""
+"""The 6 NudeNet v3 classes of SM's own ``nsfw_detect.py`` (the authors' release)."""
 
 NUDENET_TABLE_COLUMNS: dict[str, str] = {
     "ARMPITS_EXPOSED": "Armpits",

@@ -13,7 +13,7 @@
   the previous concept (frozen, no gradient — detached here as well).
 
 ``kd=False`` reproduces the release, which computes the KD term and then overwrites it: β has no effect and no
-teacher prediction is needed (reference-implementations §2.6). Every ``‖·‖²`` is a mean squared error.
+teacher prediction is needed. Every ``‖·‖²`` is a mean squared error.
 """
 from __future__ import annotations
 

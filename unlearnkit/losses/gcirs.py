@@ -9,7 +9,7 @@ and erasing ``c_i`` means making the edited model's representation uncorrelated 
     L_cor(c_i, Δθ) = Avg( Δ_ε(c_i, θ) ⊙ Δ_ε(c_i, θ + Δθ) )
 
 a *signed* mean of the element-wise product (not its absolute value; the release computes the same signed inner
-product, reference-implementations §3.4). It is minimised (Eq. 3 / Eq. 11)::
+product). It is minimised (Eq. 3 / Eq. 11)::
 
     L_G-CiRs = Σ_i η_i L_cor(c_i, Δθ) + λ ‖Δθ‖_p,      η_i = ‖L_cor(c_1)‖₂ / ‖L_cor(c_i)‖₂
 

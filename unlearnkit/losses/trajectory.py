@@ -52,7 +52,7 @@ class TrajectoryLossWeights:
 
     @classmethod
     def from_released_alphas(cls, alpha1: float, alpha2: float, code_base: str = "multiple", **kw):
-        """Convert the released code's (α₁, α₂) to the paper's λ (reference-implementations §4.4).
+        """Convert the released code's (α₁, α₂) to the paper's λ.
 
         ANT ``Multiple/``: total = L_erase + α₁L_uncond⁻ + α₂(L_preserve + α₁L_uncond⁺); dividing by α₂ gives
         λ₁ = 1/α₂, λ₂ = α₁, λ₃ = α₁/α₂. ANT ``Single/`` assigns α₁ to the preserve group instead:
@@ -116,8 +116,8 @@ def draw_stage_steps(t_prime: int, num_inference_steps: int, generator: torch.Ge
     """Draw the paper steps (s₁ early/preserve, s₂ late/erase) for one update.
 
     ``stage_split="paper"`` (default, Eq. 3): s₁ ~ U{t′+1 … N}, s₂ ~ U{1 … t′} — so the preserve branch always sees
-    a train timestep above t′·T/N. ``"ant_single_released"`` reproduces ANT ``Single/``'s inverted split
-    (reference-implementations §4.2): preserve on the last N − t′ steps, erase on the others.
+    a train timestep above t′·T/N. ``"ant_single_released"`` reproduces ANT ``Single/``'s inverted split:
+    preserve on the last N − t′ steps, erase on the others.
     """
     n = num_inference_steps
     if not (1 <= t_prime < n):

@@ -130,6 +130,39 @@ INFERENCE_METHODS = ("sld-m",)
 SAMPLER_METHODS = ("ac", "salun", "fmn")
 
 
+#: one line per method for ``unlearnkit erase --help``
+METHOD_DESCRIPTIONS = {
+    "ant": "ANT: trajectory-aware loss inside an augmentation-enhanced saliency map (ANT Eq. 3-6)",
+    "esd-x": "ESD-x: negative guidance on cross-attention (ESD)",
+    "esd-u": "ESD-u: negative guidance on the non-cross-attention layers (ESD)",
+    "ac": "AC: map the concept onto its anchor's predictions (Ablating Concepts)",
+    "salun": "SalUn: random-label forgetting inside a gradient saliency mask (SalUn)",
+    "uce": "UCE: closed-form edit of the cross-attention keys/values (UCE)",
+    "fmn": "FMN: suppress the concept tokens' attention maps (Forget-Me-Not)",
+    "gcirs": "G-CiRs: decorrelate the concept representation, momentum stop (SepME Eq. 2-4)",
+    "sepme": "SepME: one to_k/to_v increment in the null space of the other concepts (SepME Alg. 2)",
+    "mace": "MACE / ANT-fusion: one LoRA per concept, closed-form fusion (ANT Eq. 7)",
+    "sculpting": "Sculpting Memory: dynamic gradient mask + concept-aware loss, concepts in sequence (SM Eq. 1-12)",
+}
+
+
+def coerce_hyperparameters(hyperparameters: dict) -> dict:
+    """A copy in which a ``sampler`` given as a dict (``--set sampler={"num_inference_steps": 10}``, presets)
+    becomes :class:`~unlearnkit.sampling.SamplerSettings`; a sampler of any other type raises a ValueError."""
+    from ..sampling import SamplerSettings
+
+    hyperparameters = dict(hyperparameters)
+    sampler = hyperparameters.get("sampler")
+    if isinstance(sampler, dict):
+        try:
+            hyperparameters["sampler"] = SamplerSettings(**sampler)
+        except TypeError as error:
+            raise ValueError(f"sampler {sampler!r}: {error}") from None
+    elif sampler is not None and not isinstance(sampler, SamplerSettings):
+        raise ValueError(f"sampler must be SamplerSettings or a dict of its fields, got {sampler!r}")
+    return hyperparameters
+
+
 def label(name: str) -> str:
     """The method's name as the papers' tables write it ("esd-x" -> "ESD-x")."""
     return METHOD_LABELS.get(name, name)
@@ -163,7 +196,7 @@ def check_hyperparameters(name: str, **hyperparameters):
     if check is None:
         return None
     try:
-        return check(**hyperparameters)
+        return check(**coerce_hyperparameters(hyperparameters))
     except TypeError as error:  # an unknown keyword: name it
         raise ValueError(f"method {name!r}: bad hyperparameter ({error})") from None
 
@@ -202,4 +235,4 @@ def erase(name: str, world, concept, **hyperparameters):
     """Run the eraser ``name`` on ``concept``; unknown names raise a ValueError listing the known ones."""
     if name not in ERASERS:
         raise ValueError(f"unknown method {name!r}; known methods: {sorted(ERASERS)}")
-    return ERASERS[name](world, concept, **hyperparameters)
+    return ERASERS[name](world, concept, **coerce_hyperparameters(hyperparameters))

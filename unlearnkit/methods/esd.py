@@ -5,7 +5,7 @@ Algorithm per update (ESD §4):
 2. partially sample the model **being edited** with CFG 3 from that seed's noise until step ``s``
    (``sample_latents(..., snapshot_steps=(s,), stop_at_last_snapshot=True)``) — ``x_t`` and the DDIM timestep
    ``t`` it enters with (released ESD also samples the trained model; the "remaining steps" counting of the old
-   CompVis sampler is not reproduced, reference-implementations §1.2);
+   CompVis sampler is not reproduced);
 3. frozen predictions ``ε*(x_t, c)``, ``ε*(x_t, ∅)`` in one batched no-grad call (the edit switched off);
 4. ``L = ‖ε_θ(x_t, c) − sg[ε*(∅) − η(ε*(c) − ε*(∅))]‖²`` (:func:`unlearnkit.losses.esd.esd_loss`); Adam step.
 
@@ -32,7 +32,7 @@ __all__ = ["ESDConfig", "ESD_X", "ESD_U", "fit"]
 @dataclass(frozen=True)
 class ESDConfig:
     """ESD hyperparameters; defaults are the SD v1.4 settings of the ESD paper and its original CompVis script
-    ``train-esd.py`` (reference-implementations §6): lr 1e-5, 1000 iterations, η (``negative_guidance``) 1,
+    ``train-esd.py``: lr 1e-5, 1000 iterations, η (``negative_guidance``) 1,
     ``start_guidance`` 3 (CFG of the partial sampling), 50 DDIM steps, batch 1, Adam.
 
     ``scope``: ``"xattn"`` for ESD-x, ``"non_xattn"`` for ESD-u (or any :data:`unlearnkit.params.SCOPES` name).

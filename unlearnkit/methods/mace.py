@@ -1,6 +1,6 @@
 """Mass concept erasure: one LoRA per concept, fused in closed form — MACE's framework with ANT's loss (ANT §3.4).
 
-Pipeline (ANT §3.4, Fig. 6; MACE stages 2–3, reference-implementations §4.4–4.5, §5.3–5.4):
+Pipeline (ANT §3.4, Fig. 6; MACE stages 2–3):
 
 1. **Per-concept LoRA** (:func:`train_concept_lora`): a peft LoRA (rank ``rank``) on every cross-attention
    ``attn2.to_k`` / ``attn2.to_v`` of the world's UNet, trained with

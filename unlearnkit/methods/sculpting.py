@@ -19,7 +19,7 @@ Algorithm (SM §3, App. A; one stage per concept, :func:`unlearnkit.sequential.r
 
 Defaults are the paper's (§4.1, Table 8, Fig. 5): Adam, lr 3e-6, batch 2, 10 epochs of 100 images/2 = 50 steps,
 warm-up 50, update_freq 100, keep_fraction 0.5 ("50 % sparsity"), α = β = 0.25, cross-attention scope.
-:meth:`SculptingConfig.released` reproduces the release where it differs (reference-implementations §2.10):
+:meth:`SculptingConfig.released` reproduces the authors' release where it differs:
 no KD term (``kd=False``), τ per epoch, OneCycleLR, best-training-loss checkpoints, unmasked to_out bias.
 """
 from __future__ import annotations
@@ -155,7 +155,7 @@ class SculptingConfig:
 
     @classmethod
     def released(cls, **hyperparameters) -> "SculptingConfig":
-        """The released training script's behaviour (reference-implementations §2.4–2.7): L_reg computed and
+        """The released training script's behaviour: L_reg computed and
         discarded (``kd=False``), τ per epoch, OneCycleLR, best-training-loss checkpoint, to_out bias unmasked."""
         preset = dict(kd=False, tau_per="epoch", lr_schedule="one_cycle", checkpoint="best_train_loss",
                       mask_bias=False)

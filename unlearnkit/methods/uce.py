@@ -36,7 +36,7 @@ TOKEN_MODES = ("last", "all")
 
 @dataclass(frozen=True)
 class UCEConfig:
-    """UCE's SD v1.4 defaults (``uce_sd_erase.py``, reference-implementations §6): λ (``lamb``) 0.5, erase and
+    """UCE's SD v1.4 defaults (``uce_sd_erase.py``): λ (``lamb``) 0.5, erase and
     preserve scales 1, the last content token of each concept."""
 
     lamb: float = 0.5
