@@ -64,10 +64,8 @@ class World(Protocol):
     def describe(self) -> str: ...
 
 
-#: every member of :class:`World`, in declaration order
-WORLD_MEMBERS = tuple(name for name in World.__dict__
-                      if not name.startswith("_") and name not in ("__annotations__",))
-WORLD_MEMBERS = tuple(dict.fromkeys((*World.__annotations__, *WORLD_MEMBERS)))
+#: every member of :class:`World`: its attributes, then its methods and properties, in declaration order
+WORLD_MEMBERS = tuple(dict.fromkeys((*World.__annotations__, *(n for n in World.__dict__ if not n.startswith("_")))))
 
 
 def missing_members(world) -> list[str]:
