@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from unlearnkit.edits import TrainableDelta
-from unlearnkit.params import select_parameters
+from unlearnkit.core.edits import TrainableDelta
+from unlearnkit.core.params import select_parameters
 from unlearnkit.worlds.paper import build_sd14_architecture
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from unlearnkit.generation import generate_cached, model_fingerprint
+from unlearnkit.sampling.cache import generate_cached, model_fingerprint
 from unlearnkit.sampling import SamplerSettings, generate
 from unlearnkit.worlds.mini import WEIGHTS_DIR, load_mini_world
 

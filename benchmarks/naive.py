@@ -24,12 +24,12 @@ from contextlib import contextmanager
 
 import torch
 
-from unlearnkit.edits import Edit
-from unlearnkit.losses.ablation import anchor_mapping_loss
-from unlearnkit.losses.esd import esd_loss
-from unlearnkit.losses.trajectory import draw_stage_steps, trajectory_loss_terms
+from unlearnkit.core.edits import Edit
+from unlearnkit.methods.parts.losses.ablation import anchor_mapping_loss
+from unlearnkit.methods.parts.losses.esd import esd_loss
+from unlearnkit.methods.parts.losses.trajectory import draw_stage_steps, trajectory_loss_terms
 from unlearnkit.methods.ablating import anchor_prompts_of, concept_prompt_for, noised, random_batch
-from unlearnkit.params import select_parameters
+from unlearnkit.core.params import select_parameters
 from unlearnkit.sampling import SamplerSettings, ddim_scheduler_for, initial_noise, latent_shape
 
 __all__ = ["naive_esd_fit", "naive_ant_fit", "naive_ac_fit", "sample_separately"]

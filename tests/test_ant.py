@@ -4,10 +4,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from unlearnkit.diffusion import TextEmbeddingCache, paper_step_to_train_t
-from unlearnkit.losses.trajectory import (ABLATION_CONFIGS, TrajectoryLossWeights, draw_stage_steps, erase_target,
+from unlearnkit.core.diffusion import TextEmbeddingCache, paper_step_to_train_t
+from unlearnkit.methods.parts.losses.trajectory import (ABLATION_CONFIGS, TrajectoryLossWeights, draw_stage_steps, erase_target,
                                           preserve_target, trajectory_loss_terms)
-from unlearnkit.masks import SaliencyThreshold, intersect_saliency_maps, threshold_gradient
+from unlearnkit.methods.parts.saliency import SaliencyThreshold, intersect_saliency_maps, threshold_gradient
 from unlearnkit.methods import ant
 
 

@@ -9,7 +9,7 @@ from unlearnkit.attacks import (AttackConfig, ConceptVectorConfig, SoftPromptCon
                                 soft_prompt_attack, text_encoder_fn, vocabulary_words)
 from unlearnkit.attacks.soft_prompt import prefixed_token_ids
 from unlearnkit.attacks.text import PromptEmbeddings
-from unlearnkit.concepts import Concept
+from unlearnkit.core.concepts import Concept
 from unlearnkit.sampling import SamplerSettings
 
 L, D = 6, 4

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit import sld
-from unlearnkit.diffusion import TextEmbeddingCache
-from unlearnkit.fusion import ClosedFormSolver
-from unlearnkit.losses.ablation import anchor_mapping_loss, salun_loss_terms
-from unlearnkit.losses.esd import esd_loss
-from unlearnkit.losses.fmn import attention_resteering_loss, concept_token_mask
+from unlearnkit.sampling import sld
+from unlearnkit.core.diffusion import TextEmbeddingCache
+from unlearnkit.methods.parts.closed_form import ClosedFormSolver
+from unlearnkit.methods.parts.losses.ablation import anchor_mapping_loss, salun_loss_terms
+from unlearnkit.methods.parts.losses.esd import esd_loss
+from unlearnkit.methods.parts.losses.fmn import attention_resteering_loss, concept_token_mask
 from unlearnkit.methods import ablating, esd, fmn, salun, uce
 from unlearnkit.methods.ablating import GeneratedLatents
-from unlearnkit.params import select_parameters
+from unlearnkit.core.params import select_parameters
 from unlearnkit.sampling import SamplerSettings, generate
 
 FOUR_STEPS = SamplerSettings(num_inference_steps=4, guidance_scale=5.0)

@@ -299,7 +299,7 @@ def test_erase_then_export_lora_on_the_mini_world(tmp_path, capsys):
 
     from safetensors.torch import load_file
 
-    from unlearnkit.edits import Edit
+    from unlearnkit.core.edits import Edit
 
     out = tmp_path / "uce"
     assert cli.main(["erase", "--method", "uce", "--concept", "tench", "--out", str(out)]) == 0
@@ -378,7 +378,7 @@ def test_erase_checks_presets_samplers_and_concepts_before_loading_a_model(tmp_p
 def test_lora_export_of_an_edit_with_biases_is_refused_before_the_model_loads(tmp_path, no_model, capsys):
     import torch
 
-    from unlearnkit.edits import Edit
+    from unlearnkit.core.edits import Edit
 
     path = Edit({"down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias": torch.ones(4),
                  "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight": torch.ones(4, 4)},

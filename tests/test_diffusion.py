@@ -3,7 +3,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from unlearnkit.diffusion import (TextEmbeddingCache, guided_eps, paper_step_to_train_t, predict_eps,
+from unlearnkit.core.diffusion import (TextEmbeddingCache, guided_eps, paper_step_to_train_t, predict_eps,
                                   sample_train_timesteps, steps_taken_to_paper_step, train_t_to_paper_step)
 from unlearnkit.sampling import cfg_guidance, cfg_reversal_guidance
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from unlearnkit import evaluation
+from unlearnkit.experiments import evaluation
 from unlearnkit.sampling import SamplerSettings
 
 

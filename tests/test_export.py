@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from unlearnkit.edits import Edit
+from unlearnkit.core.edits import Edit
 from unlearnkit.export import export_diffusers, export_lora, lora_factors
-from unlearnkit.params import select_parameters
+from unlearnkit.core.params import select_parameters
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Cached, resumable, shardable generation (unlearnkit.generation) on the shipped mini world, 4 DDIM steps."""
+"""Cached, resumable, shardable generation (unlearnkit.sampling.cache) on the shipped mini world, 4 DDIM steps."""
 import copy
 import logging
 import os
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import unlearnkit.generation as generation
-from unlearnkit.generation import (cache_path, default_shard, generate_cached, image_key, image_keys,
+import unlearnkit.sampling.cache as generation
+from unlearnkit.sampling.cache import (cache_path, default_shard, generate_cached, image_key, image_keys,
                                    load_cached_images, missing_items, model_fingerprint, read_cached_image,
                                    shard_items)
 from unlearnkit.sampling import SamplerSettings, cfg_reversal_guidance
@@ -97,7 +97,7 @@ def test_resume_after_kill_redoes_nothing_and_matches_uninterrupted_run(world, g
 
 def test_two_shards_merge_to_the_single_process_result(world, unet_calls, tmp_path, caplog):
     single = cached(world, tmp_path / "single")
-    with caplog.at_level(logging.WARNING, logger="unlearnkit.generation"):
+    with caplog.at_level(logging.WARNING, logger="unlearnkit.sampling.cache"):
         assert cached(world, tmp_path / "sharded", shard=(0, 2)) is None
     assert "3 of 6" in caplog.text
     cached(world, tmp_path / "sharded", shard=(1, 2))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from unlearnkit.fusion import ClosedFormSolver
+from unlearnkit.methods.parts.closed_form import ClosedFormSolver
 from unlearnkit.methods import mace
 
 
@@ -172,8 +172,8 @@ def test_fusion_on_the_mini_world_erases_towards_the_lora(mini_world):
 def test_one_lora_step_on_the_sd14_architecture(sd14_pipe):
     from types import SimpleNamespace
 
-    from unlearnkit.concepts import Concept
-    from unlearnkit.diffusion import TextEmbeddingCache
+    from unlearnkit.core.concepts import Concept
+    from unlearnkit.core.diffusion import TextEmbeddingCache
 
     world = SimpleNamespace(pipe=sd14_pipe, name="sd14-random",
                             embeddings=TextEmbeddingCache(sd14_pipe.tokenizer, sd14_pipe.text_encoder))
@@ -240,7 +240,7 @@ def test_attack_erased_identities_attacks_one_portrait_per_identity_with_the_giv
 
     import pandas as pd
 
-    from unlearnkit import mass_fusion
+    from unlearnkit.experiments import mass_fusion
     from unlearnkit.sampling import SamplerSettings
 
     world = SimpleNamespace(sampler=SamplerSettings(50, 5.0), concept=lambda n: f"concept:{n}")

@@ -3,9 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit import baselines, methods, sld
-from unlearnkit.concepts import Concept, joint
-from unlearnkit.evaluation import generate_edited
+from unlearnkit import methods
+
+from unlearnkit.experiments import baselines
+
+from unlearnkit.sampling import sld
+from unlearnkit.core.concepts import Concept, joint
+from unlearnkit.experiments.evaluation import generate_edited
 from unlearnkit.methods import ablating, fmn
 from unlearnkit.sampling import SamplerSettings
 

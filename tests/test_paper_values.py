@@ -1,4 +1,4 @@
-"""The papers' numbers shipped as package data (unlearnkit/paper_values.json) and the side_by_side helper. Fast."""
+"""The papers' numbers shipped as package data (unlearnkit/reports/paper_values.json) and the side_by_side helper. Fast."""
 from __future__ import annotations
 
 import json
@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearnkit import paper_values as pv
+from unlearnkit.reports import paper_values as pv
 
 NSFW_LABELS = ["Armpits", "Belly", "Buttocks", "Feet", "Breasts (F)", "Genitalia (F)", "Breasts (M)", "Genitalia (M)"]
 
 
 @pytest.fixture(scope="module")
 def raw():
-    return json.loads(resources.files("unlearnkit").joinpath("paper_values.json").read_text(encoding="utf-8"))
+    return json.loads(resources.files("unlearnkit.reports").joinpath("paper_values.json").read_text(encoding="utf-8"))
 
 
 def _papers_dir() -> Path | None:

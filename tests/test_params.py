@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.diffusion import TextEmbeddingCache, predict_eps, q_sample, sample_train_timesteps
-from unlearnkit.params import (
+from unlearnkit.core.diffusion import TextEmbeddingCache, predict_eps, q_sample, sample_train_timesteps
+from unlearnkit.core.params import (
     SCOPES,
     count_parameters,
     cross_attention_modules,

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from unlearnkit.methods import check_hyperparameters
-from unlearnkit.sld import SLDConfig
+from unlearnkit.sampling.sld import SLDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "unlearnkit" / "presets").glob("*.json"))

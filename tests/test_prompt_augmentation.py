@@ -1,7 +1,7 @@
 """ANT's prompt augmentation (§3.3): a documented, seeded generator replaces GPT-4."""
 import pytest
 
-from unlearnkit.prompt_augmentation import DEFAULT_TEMPLATES, augmented_prompts, draw_prompts
+from unlearnkit.methods.parts.prompt_augmentation import DEFAULT_TEMPLATES, augmented_prompts, draw_prompts
 
 
 def test_same_seed_same_prompts_other_seed_other_order():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from unlearnkit import metrics as M
-from unlearnkit.redaction import redact_boxes, redact_flagged
+from unlearnkit.reports.redaction import redact_boxes, redact_flagged
 
 
 def test_every_box_is_covered_and_nothing_else_changes():

@@ -3,7 +3,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from unlearnkit import reports
-from unlearnkit.report_index import build_index, write_index
+from unlearnkit.reports.index import build_index, write_index
 
 
 def test_index_lists_outputs_with_what_they_regenerate_and_the_verdicts(tmp_path):

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from unlearnkit.concepts import Concept
-from unlearnkit.diffusion import TextEmbeddingCache
-from unlearnkit.dynamic_mask import DynamicMask, keep_fraction_from_sparsity, top_k_mask, update_ratio
-from unlearnkit.edits import Edit
-from unlearnkit.losses.concept_aware import concept_aware_loss_terms
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import TextEmbeddingCache
+from unlearnkit.methods.parts.dynamic_mask import DynamicMask, keep_fraction_from_sparsity, top_k_mask, update_ratio
+from unlearnkit.core.edits import Edit
+from unlearnkit.methods.parts.losses.concept_aware import concept_aware_loss_terms
 from unlearnkit.methods import sculpting as sm
-from unlearnkit.params import select_parameters
-from unlearnkit.sequential import run_sequential
+from unlearnkit.core.params import select_parameters
+from unlearnkit.methods.parts.stages import run_sequential
 
 
 # --- dynamic mask ---------------------------------------------------------------------------------------------------

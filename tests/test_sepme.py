@@ -11,15 +11,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from unlearnkit.concepts import Concept
-from unlearnkit.diffusion import TextEmbeddingCache
-from unlearnkit.losses.gcirs import (MomentumStop, balanced_correlation, balancing_weights, concept_representation,
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import TextEmbeddingCache
+from unlearnkit.methods.parts.losses.gcirs import (MomentumStop, balanced_correlation, balancing_weights, concept_representation,
                                      correlation_loss, weight_penalty)
 from unlearnkit.methods import ERASERS, check_hyperparameters, sepme
 from unlearnkit.methods.ablating import GeneratedLatents
-from unlearnkit.nullspace import constraint_matrix, particular_solutions, residual_ratio
-from unlearnkit.params import cross_attention_modules, select_parameters
-from unlearnkit import restoration
+from unlearnkit.methods.parts.nullspace import constraint_matrix, particular_solutions, residual_ratio
+from unlearnkit.core.params import cross_attention_modules, select_parameters
+from unlearnkit.experiments import restoration
 
 torch.set_num_threads(1)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit import sequential_eval as se
-from unlearnkit.concepts import Concept
-from unlearnkit.edits import Edit
+from unlearnkit.experiments import sequential as se
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.edits import Edit
 
 CLASSES = ("a", "b", "c")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from unlearnkit.edits import TrainableDelta, training_in_place
+from unlearnkit.core.edits import TrainableDelta, training_in_place
 
 
 def _module():

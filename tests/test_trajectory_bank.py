@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from unlearnkit.diffusion import predict_eps
+from unlearnkit.core.diffusion import predict_eps
 from unlearnkit.methods import ant
 from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
-from unlearnkit.trajectory_bank import sample_trajectory_bank
+from unlearnkit.methods.parts.trajectory_bank import sample_trajectory_bank
 
 
 def test_bank_points_equal_a_fresh_trajectory_and_its_frozen_predictions(mini_world):

@@ -81,7 +81,7 @@ def test_erase_and_export_work_on_an_sd_layout_folder(smoke_files, tmp_path):
     from diffusers import StableDiffusionPipeline
 
     from unlearnkit import cli
-    from unlearnkit.edits import Edit
+    from unlearnkit.core.edits import Edit
 
     model = smoke_files["model_path"]
     assert cli.main(["erase", "--method", "esd-x", "--concept", "tench", "--model", model, "--set", "iterations=2",

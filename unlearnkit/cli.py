@@ -324,7 +324,7 @@ def reproduce(args: argparse.Namespace) -> int:
         if finished:
             print(f"finished notebooks kept: {', '.join(finished)}", file=sys.stderr)
         return 1
-    from .report_index import write_index
+    from unlearnkit.reports.index import write_index
 
     print(f"all {len(finished)} notebooks finished; reports under {preset_root}; index: {write_index(args.output_dir)}")
     return 0
@@ -348,11 +348,11 @@ def concept_kinds(model: str, names: list[str]) -> list[str]:
     for name in names:
         try:
             if model == MINI_MODEL:
-                from .worlds.mini import catalogue
+                from unlearnkit.worlds.mini import catalogue
 
                 kinds.append(catalogue.concept(name).kind)
             else:
-                from .worlds.paper import paper_concept
+                from unlearnkit.worlds.paper import paper_concept
 
                 kinds.append(paper_concept(name).kind)
         except ValueError as error:
@@ -387,7 +387,7 @@ def parse_assignments(assignments: list[str] | None, flag: str = "--set", as_jso
 
 def check_run_files(jobs: list[tuple]) -> None:
     """Before any notebook starts: one error listing every file the selected paper-world notebooks lack."""
-    from .worlds.paper_files import NOTEBOOK_NEEDS, missing_files
+    from unlearnkit.worlds.paper_files import NOTEBOOK_NEEDS, missing_files
 
     missing = []
     for stem, _, _, parameters in jobs:
@@ -434,7 +434,7 @@ def check_out_dir(out: str, force: bool) -> Path:
 
 
 def load_world_for(model: str, device: str):
-    from .worlds import load_world
+    from unlearnkit.worlds import load_world
 
     if model == MINI_MODEL:
         return load_world("mini", device=device)
@@ -458,7 +458,7 @@ def resolve_concepts(world, names: list[str], prompts: list[str] | None, anchor:
 
 def check_erase_arguments(args: argparse.Namespace) -> tuple[str, dict, Path]:
     """Everything ``erase`` can check without a model: method, concepts, hyperparameters, paths."""
-    from . import methods
+    from unlearnkit import methods
 
     method = METHOD_ALIASES.get(args.method, args.method)
     known = sorted([*methods.ERASERS, *MULTI_CONCEPT_METHODS, *METHOD_ALIASES])
@@ -490,8 +490,8 @@ def check_erase_arguments(args: argparse.Namespace) -> tuple[str, dict, Path]:
 
 
 def sculpting_config(hyperparameters: dict):
-    from .methods import coerce_hyperparameters
-    from .methods.sculpting import SculptingConfig
+    from unlearnkit.methods import coerce_hyperparameters
+    from unlearnkit.methods.sculpting import SculptingConfig
 
     return SculptingConfig(**coerce_hyperparameters(hyperparameters))
 
@@ -499,10 +499,10 @@ def sculpting_config(hyperparameters: dict):
 def erase_command(args: argparse.Namespace) -> int:
     """Erase the concept(s) and write ``edit.safetensors`` (+ per-stage edits for sequential methods) and
     ``erase.json`` (what was run: method, concepts, hyperparameters, versions, git revision, wall time)."""
-    from . import methods
-    from .edits import Edit
-    from .generation import model_fingerprint
-    from .reports import provenance
+    from unlearnkit import methods
+    from unlearnkit.core.edits import Edit
+    from unlearnkit.sampling.cache import model_fingerprint
+    from unlearnkit.reports import provenance
 
     method, hyperparameters, out = check_erase_arguments(args)
     started = time.perf_counter()
@@ -514,7 +514,7 @@ def erase_command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     if method == "sculpting":
-        from .methods import sculpting
+        from unlearnkit.methods import sculpting
 
         stages, _ = sculpting.fit(world, concepts, sculpting_config(hyperparameters), progress=True)
         for index, stage in enumerate(stages, start=1):
@@ -542,8 +542,8 @@ def erase_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     """Turn an Edit file into a diffusers folder or a diffusers LoRA folder."""
-    from .edits import Edit
-    from .export import FORMATS, export_edit
+    from unlearnkit.core.edits import Edit
+    from unlearnkit.export import FORMATS, export_edit
 
     edit_path = Path(args.edit)
     if not edit_path.is_file() or edit_path.suffix != ".safetensors":
@@ -580,7 +580,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def add_erase_parser(subparsers) -> argparse.ArgumentParser:
-    from .methods import ERASERS, METHOD_DESCRIPTIONS
+    from unlearnkit.methods import ERASERS, METHOD_DESCRIPTIONS
 
     names = [*ERASERS, *MULTI_CONCEPT_METHODS]
     parser = subparsers.add_parser(
@@ -673,10 +673,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .edits import Edit
-    from .evaluation import generate_edited
-    from .metrics.clip_score import mean_clip_score
-    from .reports import provenance
+    from unlearnkit.core.edits import Edit
+    from unlearnkit.experiments.evaluation import generate_edited
+    from unlearnkit.metrics.clip_score import mean_clip_score
+    from unlearnkit.reports import provenance
 
     edit_path = Path(args.edit)
     if not edit_path.is_file() or edit_path.suffix != ".safetensors":
@@ -753,8 +753,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 
 def list_concepts(args: argparse.Namespace) -> int:
     """Print every concept of a world: name, kind, anchor (superclass / AC anchor) and its first prompt."""
-    from .worlds import catalogue
-    from .worlds.protocol import CONCEPT_KINDS
+    from unlearnkit.worlds import catalogue
+    from unlearnkit.worlds.protocol import CONCEPT_KINDS
 
     if args.kind is not None and args.kind not in CONCEPT_KINDS:
         raise UsageError(f"--kind {args.kind!r}: expected one of {', '.join(CONCEPT_KINDS)}")

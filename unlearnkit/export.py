@@ -1,4 +1,4 @@
-"""Export an :class:`~unlearnkit.edits.Edit` for use outside unlearnkit.
+"""Export an :class:`~unlearnkit.core.edits.Edit` for use outside unlearnkit.
 
 Two formats, both loadable by standard diffusers code:
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .edits import Edit
+from unlearnkit.core.edits import Edit
 
 FORMATS = ("diffusers", "lora")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"

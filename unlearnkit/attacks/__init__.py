@@ -6,11 +6,11 @@
   loss on images of the concept, optionally projected to words.
 * :mod:`.success` — the ASR table beside the plain-prompt detection rate.
 """
-from .concept_vector import (ConceptVectorConfig, ConceptVectorResult, concept_direction, concept_prompt_pairs,
+from unlearnkit.attacks.concept_vector import (ConceptVectorConfig, ConceptVectorResult, concept_direction, concept_prompt_pairs,
                              concept_vector_attack)
-from .soft_prompt import SoftPromptConfig, SoftPromptResult, soft_prompt_attack
-from .success import AttackConfig, attack_record, attack_success_table, detect_concept
-from .text import PromptEmbeddings, text_encoder_fn, vocabulary_words
+from unlearnkit.attacks.soft_prompt import SoftPromptConfig, SoftPromptResult, soft_prompt_attack
+from unlearnkit.attacks.success import AttackConfig, attack_record, attack_success_table, detect_concept
+from unlearnkit.attacks.text import PromptEmbeddings, text_encoder_fn, vocabulary_words
 
 __all__ = [
     "ConceptVectorConfig", "ConceptVectorResult", "concept_direction", "concept_prompt_pairs", "concept_vector_attack",

@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..concepts import Concept
-from .text import Encoder, validate_prompts_and_seeds
+from unlearnkit.core.concepts import Concept
+from unlearnkit.attacks.text import Encoder, validate_prompts_and_seeds
 
 __all__ = ["ConceptVectorConfig", "ConceptVectorResult", "concept_prompt_pairs", "concept_direction",
            "concept_vector_attack"]

@@ -34,10 +34,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..diffusion import TextEmbeddingCache, q_sample
-from ..edits import Edit
-from ..sampling import SamplerSettings, sample_latents
-from .text import PromptEmbeddings, soft_prompt_key, validate_prompts_and_seeds, vocabulary_words
+from unlearnkit.core.diffusion import TextEmbeddingCache, q_sample
+from unlearnkit.core.edits import Edit
+from unlearnkit.sampling import SamplerSettings, sample_latents
+from unlearnkit.attacks.text import PromptEmbeddings, soft_prompt_key, validate_prompts_and_seeds, vocabulary_words
 
 __all__ = ["SoftPromptConfig", "SoftPromptResult", "PROJECTIONS", "prefixed_token_ids", "encode_with_prefix",
            "nearest_words", "soft_prompt_attack"]

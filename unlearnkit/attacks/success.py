@@ -26,13 +26,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..concepts import Concept
-from ..edits import Edit
-from ..generation import generate_cached, model_fingerprint
-from ..sampling import generate, sample_latents
-from .concept_vector import ConceptVectorConfig, concept_direction, concept_prompt_pairs, concept_vector_attack
-from .soft_prompt import SoftPromptConfig, soft_prompt_attack
-from .text import text_encoder_fn, validate_prompts_and_seeds, vocabulary_words
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.edits import Edit
+from unlearnkit.sampling.cache import generate_cached, model_fingerprint
+from unlearnkit.sampling import generate, sample_latents
+from unlearnkit.attacks.concept_vector import ConceptVectorConfig, concept_direction, concept_prompt_pairs, concept_vector_attack
+from unlearnkit.attacks.soft_prompt import SoftPromptConfig, soft_prompt_attack
+from unlearnkit.attacks.text import text_encoder_fn, validate_prompts_and_seeds, vocabulary_words
 
 __all__ = ["AttackConfig", "detect_concept", "attack_success_table", "attack_success_by_concept", "attack_record",
            "world_with_sampler",
@@ -115,7 +115,7 @@ def attack_success_table(world, edits: Mapping[str, Edit | None], concept: Conce
     """One row per model: ``method, n_prompts, plain_rate, asr_ring, asr_soft, asr_soft_projected``.
 
     ``prompts[i]`` is attacked once and generated from ``seeds[i]`` (plain and attacked alike). With ``cache_dir``
-    images go through :func:`unlearnkit.generation.generate_cached` (soft prompts are keyed by a hash of their
+    images go through :func:`unlearnkit.sampling.cache.generate_cached` (soft prompts are keyed by a hash of their
     embedding), without it they are generated in memory. ``asr_soft_projected`` is missing (NaN) with
     ``projection="none"`` and equals ``asr_soft`` with ``"straight_through"``.
 

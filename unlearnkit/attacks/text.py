@@ -9,7 +9,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..diffusion import TextEmbeddingCache
+from unlearnkit.core.diffusion import TextEmbeddingCache
 
 # encode(texts) -> [B, L, d] last hidden states of the (original) text encoder
 Encoder = Callable[[Sequence[str]], torch.Tensor]
@@ -20,7 +20,7 @@ __all__ = ["Encoder", "validate_prompts_and_seeds", "text_encoder_fn", "vocabula
 
 def validate_prompts_and_seeds(prompts, seeds) -> tuple[list[str], list[int]]:
     """The attacks' shared input check: a non-empty list of non-empty prompts and one integer seed each."""
-    from ..generation import check_prompts_and_seeds
+    from unlearnkit.sampling.cache import check_prompts_and_seeds
 
     return check_prompts_and_seeds(prompts, seeds, purpose="attack", allow_blank=False)
 
@@ -73,7 +73,7 @@ def vocabulary_words(tokenizer, exclude: Sequence[str] = (), limit: int | None =
 def soft_prompt_key(prompt: str, embedding: torch.Tensor) -> str:
     """A prompt string that names one soft embedding: ``"<soft:sha256[:16]> prompt"``.
 
-    Image caches key images by prompt string (:func:`unlearnkit.generation.image_key`); putting the embedding's
+    Image caches key images by prompt string (:func:`unlearnkit.sampling.cache.image_key`); putting the embedding's
     hash in the string keeps two different soft prompts from ever sharing a cached image.
     """
     raw = embedding.detach().float().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
@@ -82,11 +82,11 @@ def soft_prompt_key(prompt: str, embedding: torch.Tensor) -> str:
 
 
 class PromptEmbeddings:
-    """The :class:`unlearnkit.diffusion.TextEmbeddingCache` interface over a fixed table of embeddings.
+    """The :class:`unlearnkit.core.diffusion.TextEmbeddingCache` interface over a fixed table of embeddings.
 
     ``table(["key", ""]) -> [B, L, d]``: keys in ``table`` return their stored ``[L, d]`` embedding, any other prompt
     (the empty prompt of classifier-free guidance, plain prompts) is encoded by ``fallback``. Pass it as
-    ``embeddings=`` to :func:`unlearnkit.sampling.sample_latents` or :func:`unlearnkit.generation.generate_cached`.
+    ``embeddings=`` to :func:`unlearnkit.sampling.sample_latents` or :func:`unlearnkit.sampling.cache.generate_cached`.
     """
 
     def __init__(self, table: Mapping[str, torch.Tensor], fallback: TextEmbeddingCache):

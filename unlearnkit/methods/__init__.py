@@ -10,9 +10,9 @@ from typing import Callable
 
 def _ant_configs(saliency: dict | None = None, **hyperparameters):
     """ANTConfig and SaliencyConfig from flat hyperparameters (loss weights by their Eq. (3) names)."""
-    from . import ant
-    from ..losses.trajectory import TrajectoryLossWeights
-    from ..masks import SaliencyThreshold
+    from unlearnkit.methods import ant
+    from unlearnkit.methods.parts.losses.trajectory import TrajectoryLossWeights
+    from unlearnkit.methods.parts.saliency import SaliencyThreshold
 
     weight_names = {"preserve", "lambda1", "lambda2", "lambda3", "eta", "erase_span"}
     weights = TrajectoryLossWeights(**{k: v for k, v in hyperparameters.items() if k in weight_names})
@@ -32,7 +32,7 @@ def _ant_configs(saliency: dict | None = None, **hyperparameters):
 
 def _ant(world, concept, saliency: dict | None = None, progress: bool = False, bank=None, **hyperparameters):
     """``bank``: a frozen-trajectory bank from an earlier run with the same settings (``info["trajectory_bank"]``)."""
-    from . import ant
+    from unlearnkit.methods import ant
 
     config, saliency_config = _ant_configs(saliency, **hyperparameters)
     return ant.erase(world, concept, config, saliency_config, progress=progress, bank=bank)
@@ -74,12 +74,12 @@ def _sepme(function_name: str):
     (``"sepme"``: the concept's single decoupled increment; ``"gcirs"``: G-CiRs on all cross-attention)."""
 
     def check(**hyperparameters):
-        from . import sepme
+        from unlearnkit.methods import sepme
 
         return sepme.SepMEConfig(**hyperparameters)
 
     def eraser(world, concept, progress: bool = False, **hyperparameters):
-        from . import sepme
+        from unlearnkit.methods import sepme
 
         edit, log = getattr(sepme, function_name)(world, concept, check(**hyperparameters), progress=progress)
         return edit, {"log": log}
@@ -90,7 +90,7 @@ def _sepme(function_name: str):
 
 def _mace_configs(objective: str = "ant", fusion: dict | None = None, **hyperparameters):
     """MACEConfig (loss weights by name or an ANT Table 4 config letter) and FusionConfig (ANT Eq. 7)."""
-    from . import mace
+    from unlearnkit.methods import mace
 
     return mace.MACEConfig(objective=objective, **hyperparameters), mace.FusionConfig(**(fusion or {}))
 
@@ -98,7 +98,7 @@ def _mace_configs(objective: str = "ant", fusion: dict | None = None, **hyperpar
 def _mace(world, concept, objective: str = "ant", fusion: dict | None = None, preserve_texts=None,
           progress: bool = False, **hyperparameters):
     """Per-concept LoRA(s) + closed-form fusion; ``concept`` may be one Concept or a list (mass erasure)."""
-    from . import mace
+    from unlearnkit.methods import mace
 
     config, fusion_config = _mace_configs(objective, fusion, **hyperparameters)
     return mace.erase(world, concept, config, fusion_config, preserve_texts=preserve_texts, progress=progress)
@@ -149,7 +149,7 @@ METHOD_DESCRIPTIONS = {
 def coerce_hyperparameters(hyperparameters: dict) -> dict:
     """A copy in which a ``sampler`` given as a dict (``--set sampler={"num_inference_steps": 10}``, presets)
     becomes :class:`~unlearnkit.sampling.SamplerSettings`; a sampler of any other type raises a ValueError."""
-    from ..sampling import SamplerSettings
+    from unlearnkit.sampling import SamplerSettings
 
     hyperparameters = dict(hyperparameters)
     sampler = hyperparameters.get("sampler")
@@ -182,9 +182,9 @@ def with_sampler(name: str, hyperparameters: dict | None, settings) -> dict:
 def check_hyperparameters(name: str, **hyperparameters):
     """Build the method's config from ``hyperparameters`` without touching a model: bad names or values raise a
     ValueError naming them, before any compute. Returns the config (``None`` if the method has no checker);
-    ``"sld-m"`` returns its :class:`unlearnkit.sld.SLDConfig`."""
+    ``"sld-m"`` returns its :class:`unlearnkit.sampling.sld.SLDConfig`."""
     if name == "sld-m":
-        from ..sld import SLDConfig
+        from unlearnkit.sampling.sld import SLDConfig
 
         try:
             return SLDConfig(**hyperparameters)
@@ -203,7 +203,7 @@ def check_hyperparameters(name: str, **hyperparameters):
 
 #: methods whose eraser takes a list of concepts itself (one closed form / one fusion for all of them)
 MULTI_CONCEPT_NATIVE = ("uce", "mace")
-#: fine-tuning methods run once on :func:`unlearnkit.concepts.joint` of the concepts (training prompts drawn from all)
+#: fine-tuning methods run once on :func:`unlearnkit.core.concepts.joint` of the concepts (training prompts drawn from all)
 MULTI_CONCEPT_JOINT = ("esd-x", "esd-u", "ac", "salun", "fmn")
 
 
@@ -211,12 +211,12 @@ def erase_many(name: str, world, concepts, **hyperparameters):
     """Erase several concepts at once with the eraser ``name`` — the multi-concept baseline rows of ANT Tables 2–3.
 
     UCE and MACE take the list themselves (:data:`MULTI_CONCEPT_NATIVE`). ESD-x/u, AC, SalUn and FMN are trained
-    once on :func:`unlearnkit.concepts.joint` of the concepts — every update draws its prompt (and its training
+    once on :func:`unlearnkit.core.concepts.joint` of the concepts — every update draws its prompt (and its training
     images) from all of them, with the method's own budget; FMN re-steers each prompt's own concept tokens. ANT,
     G-CiRs and SepME are per-concept methods (ANT's many-concept form is ``"mace"`` with ``objective="ant"``;
-    sequential forgetting: :func:`unlearnkit.sequential_eval.fit_sequential_baseline`) and raise a ValueError here.
+    sequential forgetting: :func:`unlearnkit.experiments.sequential.fit_sequential_baseline`) and raise a ValueError here.
     """
-    from ..concepts import Concept, joint
+    from unlearnkit.core.concepts import Concept, joint
 
     concepts = [concepts] if isinstance(concepts, Concept) else list(concepts)
     if not concepts:

@@ -6,14 +6,14 @@ Algorithm (AC §3, "model-based concept ablation"):
 2. per update, draw a batch, ``t ~ U{0, …, T−1}``, ``x_t = q_sample(x₀, t, ε)``;
 3. frozen target ``ε*(x_t, c*, t)`` — the model with the edit switched off — in one no-grad call;
 4. ``L = ‖ε_θ(x_t, c, t) − sg[ε*(x_t, c*, t)]‖²`` with c the concept caption paired with c*
-   (:func:`unlearnkit.losses.ablation.anchor_mapping_loss`); backward; optimiser step.
+   (:func:`unlearnkit.methods.parts.losses.ablation.anchor_mapping_loss`); backward; optimiser step.
 
 AC pairs captions by substituting the anchor word with the concept (``--caption_target "cat+grumpy cat"``); a
-:class:`~unlearnkit.concepts.Concept` whose ``prompts`` and ``anchor_prompts`` have the same length is read as such
+:class:`~unlearnkit.core.concepts.Concept` whose ``prompts`` and ``anchor_prompts`` have the same length is read as such
 pairs (the mini world builds both from the same templates), otherwise the concept prompt is drawn at random.
 
 This module also holds what ESD, SalUn and FMN share with AC: :func:`generate_latents` (training images
-drawn once from the frozen model); training in place is :func:`unlearnkit.edits.training_in_place`.
+drawn once from the frozen model); training in place is :func:`unlearnkit.core.edits.training_in_place`.
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..diffusion import predict_eps, q_sample
-from ..edits import Edit, training_in_place
-from ..losses.ablation import anchor_mapping_loss
-from ..params import select_parameters, scope_names
-from ..sampling import SamplerSettings, cfg_guidance, sample_latents
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import predict_eps, q_sample
+from unlearnkit.core.edits import Edit, training_in_place
+from unlearnkit.methods.parts.losses.ablation import anchor_mapping_loss
+from unlearnkit.core.params import select_parameters, scope_names
+from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
 
 __all__ = ["ACConfig", "GeneratedLatents", "generate_latents", "noised", "random_batch",
            "anchor_prompts_of", "fit"]
@@ -144,7 +144,7 @@ def anchor_prompts_of(concept: Concept) -> tuple[str, ...]:
 def concept_prompt_for(concept: Concept, anchor_prompts: tuple[str, ...], anchor_prompt: str,
                        generator: torch.Generator) -> str:
     """The concept caption paired with ``anchor_prompt`` (same index when the prompt lists pair up; a random one of
-    them when the anchor prompt is paired with several captions, as in a :func:`~unlearnkit.concepts.joint` concept
+    them when the anchor prompt is paired with several captions, as in a :func:`~unlearnkit.core.concepts.joint` concept
     whose concepts share an anchor), else a random caption."""
     prompts = concept.prompts
     if len(prompts) == len(anchor_prompts) and anchor_prompt in anchor_prompts:

@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..diffusion import predict_eps, validate_paper_step
-from ..edits import Edit, TrainableDelta, training_in_place
-from ..losses.trajectory import STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps, trajectory_loss_terms
-from ..masks import Mask, SaliencyThreshold, check_mask_in_scope, intersect_saliency_maps, nonempty, saliency_map
-from ..params import select_parameters
-from ..sampling import SamplerSettings, cfg_guidance, sample_latents
-from ..trajectory_bank import TrajectoryBank, sample_trajectory_bank
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import predict_eps, validate_paper_step
+from unlearnkit.core.edits import Edit, TrainableDelta, training_in_place
+from unlearnkit.methods.parts.losses.trajectory import STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps, trajectory_loss_terms
+from unlearnkit.methods.parts.saliency import Mask, SaliencyThreshold, check_mask_in_scope, intersect_saliency_maps, nonempty, saliency_map
+from unlearnkit.core.params import select_parameters
+from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
+from unlearnkit.methods.parts.trajectory_bank import TrajectoryBank, sample_trajectory_bank
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ANTConfig:
     num_inference_steps: int = 50
     trajectory_guidance: float = 7.5    # CFG used to produce z₁, z₂ (ANT Multiple: 7.5; ANT Single/ESD: 3)
     seed: int = 0
-    trajectory_bank: int | None = None  # J frozen runs sampled once (unlearnkit.trajectory_bank); None: a fresh
+    trajectory_bank: int | None = None  # J frozen runs sampled once (unlearnkit.methods.parts.trajectory_bank); None: a fresh
                                         # trajectory per update, as the paper and the release do
 
     def __post_init__(self):
@@ -92,7 +92,7 @@ def _concept_prompts(concept: Concept | None, prompts) -> list[str]:
 class ANTStep:
     """One ANT update's forward work, shared by training and by saliency-map collection.
 
-    With a :class:`~unlearnkit.trajectory_bank.TrajectoryBank` the frozen points and targets are read from it
+    With a :class:`~unlearnkit.methods.parts.trajectory_bank.TrajectoryBank` the frozen points and targets are read from it
     (one trainable UNet call per update); without, a frozen trajectory is sampled for the update's prompt and seed.
     """
 

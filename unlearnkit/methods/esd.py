@@ -7,7 +7,7 @@ Algorithm per update (ESD §4):
    ``t`` it enters with (released ESD also samples the trained model; the "remaining steps" counting of the old
    CompVis sampler is not reproduced);
 3. frozen predictions ``ε*(x_t, c)``, ``ε*(x_t, ∅)`` in one batched no-grad call (the edit switched off);
-4. ``L = ‖ε_θ(x_t, c) − sg[ε*(∅) − η(ε*(c) − ε*(∅))]‖²`` (:func:`unlearnkit.losses.esd.esd_loss`); Adam step.
+4. ``L = ‖ε_θ(x_t, c) − sg[ε*(∅) − η(ε*(c) − ε*(∅))]‖²`` (:func:`unlearnkit.methods.parts.losses.esd.esd_loss`); Adam step.
 
 ESD-x trains every cross-attention parameter (scope ``xattn``), ESD-u everything else (scope ``non_xattn``).
 """
@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..diffusion import predict_eps
-from ..edits import Edit
-from ..losses.esd import esd_loss
-from ..params import scope_names, select_parameters
-from ..sampling import SamplerSettings, cfg_guidance, sample_latents
-from ..edits import training_in_place
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import predict_eps
+from unlearnkit.core.edits import Edit
+from unlearnkit.methods.parts.losses.esd import esd_loss
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
+from unlearnkit.core.edits import training_in_place
 
 __all__ = ["ESDConfig", "ESD_X", "ESD_U", "fit"]
 
@@ -35,7 +35,7 @@ class ESDConfig:
     ``train-esd.py``: lr 1e-5, 1000 iterations, η (``negative_guidance``) 1,
     ``start_guidance`` 3 (CFG of the partial sampling), 50 DDIM steps, batch 1, Adam.
 
-    ``scope``: ``"xattn"`` for ESD-x, ``"non_xattn"`` for ESD-u (or any :data:`unlearnkit.params.SCOPES` name).
+    ``scope``: ``"xattn"`` for ESD-x, ``"non_xattn"`` for ESD-u (or any :data:`unlearnkit.core.params.SCOPES` name).
     """
 
     lr: float = 1e-5

@@ -5,7 +5,7 @@ Algorithm (FMN §3, the release's ``train_attn.py``):
    model, :func:`unlearnkit.methods.ablating.generate_latents`) with prompts that name the concept;
 2. per update, ``t ~ U{0, …, T−1}``, ``x_t = q_sample(x₀, t, ε)``; one UNet call at ``(x_t, t, c)`` with every
    cross-attention (``attn2``) processor replaced by :class:`AttentionProbabilityRecorder`;
-3. ``L = ‖A[concept tokens]‖_F`` over all cross-attention maps (:func:`unlearnkit.losses.fmn.attention_resteering_loss`)
+3. ``L = ‖A[concept tokens]‖_F`` over all cross-attention maps (:func:`unlearnkit.methods.parts.losses.fmn.attention_resteering_loss`)
    — no target image and no frozen model: the image simply stops attending to the concept;
 4. backward, clip the gradient norm at 1, AdamW step.
 
@@ -23,13 +23,13 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..edits import Edit
-from ..losses.fmn import attention_resteering_loss, concept_token_mask
-from ..params import cross_attention_modules, scope_names, select_parameters
-from ..sampling import SamplerSettings
-from ..edits import training_in_place
-from .ablating import GeneratedLatents, generate_latents, noised, random_batch
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.edits import Edit
+from unlearnkit.methods.parts.losses.fmn import attention_resteering_loss, concept_token_mask
+from unlearnkit.core.params import cross_attention_modules, scope_names, select_parameters
+from unlearnkit.sampling import SamplerSettings
+from unlearnkit.core.edits import training_in_place
+from unlearnkit.methods.ablating import GeneratedLatents, generate_latents, noised, random_batch
 
 __all__ = ["FMNConfig", "AttentionProbabilityRecorder", "recording_cross_attention", "concept_token_masks", "fit"]
 
@@ -179,7 +179,7 @@ def fit(world, concept: Concept, config: FMNConfig = FMNConfig(), concept_data: 
     """Erase ``concept`` by attention re-steering; return the Edit and a per-iteration log.
 
     ``concept_text`` (default the concept's name) gives the attended tokens; only the concept's prompts that contain
-    it are used. A list of texts erases several concepts in one run (:func:`unlearnkit.concepts.joint`: each prompt
+    it are used. A list of texts erases several concepts in one run (:func:`unlearnkit.core.concepts.joint`: each prompt
     re-steers the tokens of the text it names). ``concept_data`` reuses images generated earlier (their prompts must contain it too). The world's
     UNet is left unchanged.
     """

@@ -5,7 +5,7 @@ Pipeline (ANT §3.4, Fig. 6; MACE stages 2–3):
 1. **Per-concept LoRA** (:func:`train_concept_lora`): a peft LoRA (rank ``rank``) on every cross-attention
    ``attn2.to_k`` / ``attn2.to_v`` of the world's UNet, trained with
 
-   * ``objective="ant"`` — ANT's trajectory-aware loss, Eq. (3) (:mod:`unlearnkit.losses.trajectory`): frozen
+   * ``objective="ant"`` — ANT's trajectory-aware loss, Eq. (3) (:mod:`unlearnkit.methods.parts.losses.trajectory`): frozen
      DDIM trajectories of the concept's prompts give the early sample ``z₁`` (t > t′, preserve the conditional field)
      and the late sample ``z₂`` (t ≤ t′, steer ε(z₂, c) to ε*(z₂, ∅) − η δ*(c)); the uncond terms keep ε(∅);
    * ``objective="mace"`` — MACE's stage-2 attention loss (the baseline variant): the Frobenius norm (not squared)
@@ -52,15 +52,15 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..diffusion import predict_eps, q_sample, validate_paper_step
-from ..edits import Edit, restore_requires_grad
-from ..fusion import ClosedFormSolver
-from ..losses.trajectory import (ABLATION_CONFIGS, STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps,
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import predict_eps, q_sample, validate_paper_step
+from unlearnkit.core.edits import Edit, restore_requires_grad
+from unlearnkit.methods.parts.closed_form import ClosedFormSolver
+from unlearnkit.methods.parts.losses.trajectory import (ABLATION_CONFIGS, STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps,
                                  trajectory_loss_terms)
-from ..params import cross_attention_modules
-from .fmn import recording_cross_attention
-from ..trajectory_bank import TrajectoryBank, sample_trajectory_bank
+from unlearnkit.core.params import cross_attention_modules
+from unlearnkit.methods.fmn import recording_cross_attention
+from unlearnkit.methods.parts.trajectory_bank import TrajectoryBank, sample_trajectory_bank
 
 __all__ = [
     "OBJECTIVES", "TOKEN_MODES", "MACEConfig", "FusionConfig", "ConceptLoRA", "TrajectoryBank",
@@ -435,7 +435,7 @@ def train_concept_lora(world, concept: Concept, config: MACEConfig = MACEConfig(
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         fresh_step = None
         if bank is None:  # ANT's release: one frozen partial trajectory per update
-            from .ant import ANTConfig, ANTStep
+            from unlearnkit.methods.ant import ANTConfig, ANTStep
 
             ant_config = ANTConfig(lr=config.lr, iterations=config.iterations, weights=config.weights,
                                    t_prime=config.t_prime, stage_split=config.stage_split, scope="xattn_kv",
@@ -474,7 +474,7 @@ def concept_slug(name: str) -> str:
 
 def _shard(shard) -> tuple[int, int]:
     if shard is None:
-        from ..generation import default_shard
+        from unlearnkit.sampling.cache import default_shard
 
         return default_shard()
     if (not isinstance(shard, (tuple, list)) or len(shard) != 2

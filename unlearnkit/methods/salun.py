@@ -10,7 +10,7 @@ Algorithm (SalUn §4, the SD recipe of the release):
    kept (one threshold over the whole UNet);
 3. **masked fine-tuning** (SalUn Eq. 4: ``θ_u = m_S ⊙ (Δθ + θ₀) + (1 − m_S) ⊙ θ₀``) with the random-label objective
    for diffusion: the concept's prediction is pulled to a *different* concept's prediction at the same ``x_t``,
-   plus ``α`` times the ordinary denoising loss on D_r (:func:`unlearnkit.losses.ablation.salun_loss_terms`).
+   plus ``α`` times the ordinary denoising loss on D_r (:func:`unlearnkit.methods.parts.losses.ablation.salun_loss_terms`).
 
 What the "different concept" is: ``pseudo_prompts`` — by default the Concept's anchor prompts (the release erases
 "a photo of a nude person" towards "a photo of a person wearing clothes", and uses those clothed prompts and images
@@ -26,15 +26,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..diffusion import guided_eps, predict_eps
-from ..edits import Edit
-from ..losses.ablation import salun_loss_terms
-from ..masks import Mask, SaliencyThreshold, check_mask_in_scope, count_active, nonempty, saliency_map
-from ..params import scope_names, select_parameters
-from ..sampling import SamplerSettings
-from ..edits import training_in_place
-from .ablating import GeneratedLatents, anchor_prompts_of, generate_latents, noised, random_batch
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import guided_eps, predict_eps
+from unlearnkit.core.edits import Edit
+from unlearnkit.methods.parts.losses.ablation import salun_loss_terms
+from unlearnkit.methods.parts.saliency import Mask, SaliencyThreshold, check_mask_in_scope, count_active, nonempty, saliency_map
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.sampling import SamplerSettings
+from unlearnkit.core.edits import training_in_place
+from unlearnkit.methods.ablating import GeneratedLatents, anchor_prompts_of, generate_latents, noised, random_batch
 
 __all__ = ["SalUnConfig", "global_saliency_mask", "saliency_mask", "fit"]
 

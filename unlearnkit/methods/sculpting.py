@@ -1,9 +1,9 @@
 """Sculpting Memory — multi-concept forgetting with a dynamic mask and a concept-aware loss (Li et al., ICCV 2025).
 
-Algorithm (SM §3, App. A; one stage per concept, :func:`unlearnkit.sequential.run_sequential`):
+Algorithm (SM §3, App. A; one stage per concept, :func:`unlearnkit.methods.parts.stages.run_sequential`):
 
 0. data (App. A.1): images of each concept and of its superclass ``C_s`` generated once by the **original** model
-   through :func:`~unlearnkit.generation.generate_cached`, VAE-encoded once; the posterior (mean, std, scaled by the
+   through :func:`~unlearnkit.sampling.cache.generate_cached`, VAE-encoded once; the posterior (mean, std, scaled by the
    VAE's scaling factor) is kept and sampled per batch as the release does;
 1. a fresh Adam per concept; the teacher is the model after the previous concept — this stage's delta switched
    off, never a UNet copy;
@@ -12,9 +12,9 @@ Algorithm (SM §3, App. A; one stage per concept, :func:`unlearnkit.sequential.r
 3. each later step: ``x_t`` from a concept image and ``x^s_t`` from a superclass image at the **same** ``t``
    (independent noise); no-grad predictions — the L_unlearn target ``ε(x_t, c_s)`` and the teacher's
    ``ε_T(x^s_t, c_s)`` — grouped into one UNet call per model; one grad UNet call for ``ε_θ(x_t, c)`` and
-   ``ε_θ(x^s_t, c_s)``; ``L = L_unlearn + α L_align + β L_reg`` (Eq. 12, :mod:`unlearnkit.losses.concept_aware`);
+   ``ε_θ(x^s_t, c_s)``; ``L = L_unlearn + α L_align + β L_reg`` (Eq. 12, :mod:`unlearnkit.methods.parts.losses.concept_aware`);
    backward; accumulate; ``∇θ ← M_dyn ⊙ ∇θ`` (Eq. 1); Adam step; every ``update_freq`` steps drop/grow with τ(t)
-   (Eq. 4, :class:`~unlearnkit.dynamic_mask.DynamicMask`);
+   (Eq. 4, :class:`~unlearnkit.methods.parts.dynamic_mask.DynamicMask`);
 4. the stage's checkpoint (``"last"`` or the release's ``"best_train_loss"``) becomes the next stage's start.
 
 Defaults are the paper's (§4.1, Table 8, Fig. 5): Adam, lr 3e-6, batch 2, 10 epochs of 100 images/2 = 50 steps,
@@ -35,15 +35,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..diffusion import predict_eps, q_sample
-from ..dynamic_mask import ACCUMULATE_MODES, RANKINGS, TAU_SCHEDULES, DynamicMask, keep_fraction_from_sparsity
-from ..edits import Edit
-from ..generation import generate_cached, model_fingerprint
-from ..losses.concept_aware import concept_aware_loss_terms, denoising_loss
-from ..params import scope_names, select_parameters
-from ..sampling import SamplerSettings
-from ..sequential import CHECKPOINT_POLICIES, EpochResult, Stage, run_sequential
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import predict_eps, q_sample
+from unlearnkit.methods.parts.dynamic_mask import ACCUMULATE_MODES, RANKINGS, TAU_SCHEDULES, DynamicMask, keep_fraction_from_sparsity
+from unlearnkit.core.edits import Edit
+from unlearnkit.sampling.cache import generate_cached, model_fingerprint
+from unlearnkit.methods.parts.losses.concept_aware import concept_aware_loss_terms, denoising_loss
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.sampling import SamplerSettings
+from unlearnkit.methods.parts.stages import CHECKPOINT_POLICIES, EpochResult, Stage, run_sequential
 
 __all__ = [
     "SculptingConfig",
@@ -74,7 +74,7 @@ class SculptingConfig:
     ``target_model`` — which model gives the L_unlearn target ``sg[ε(x_t, c_s)]``: ``"current"`` (release, a moving
     target) or ``"frozen"`` (the checkpoint at the start of the stage, i.e. the teacher).
     Mask (§3.2): ``keep_fraction`` (density; ``sparsity`` = 1 − keep_fraction, see
-    :mod:`unlearnkit.dynamic_mask`), ``update_freq`` (None = fixed mask), ``r_m`` (Eq. 4; the release's 0.2),
+    :mod:`unlearnkit.methods.parts.dynamic_mask`), ``update_freq`` (None = fixed mask), ``r_m`` (Eq. 4; the release's 0.2),
     ``warmup_steps``, ``accumulate``, ``ranking``, ``tau_per``, ``update_window``, ``zero_dropped_optimizer_state``,
     ``mask_bias`` (False = the release: biases in scope train unmasked), ``scope`` (``xattn`` | ``xattn_kv`` |
     ``unet``, Table 5's rows).
@@ -311,8 +311,8 @@ def training_data(world, concepts: Sequence[Concept], config: SculptingConfig = 
 
 # --- one stage ----------------------------------------------------------------------------------------------------
 class SculptingStage:
-    """Stage trainer for :func:`~unlearnkit.sequential.run_sequential`: forgets ``stage.concept`` (steps 2–3 of the
-    module docstring), yielding one :class:`~unlearnkit.sequential.EpochResult` per epoch.
+    """Stage trainer for :func:`~unlearnkit.methods.parts.stages.run_sequential`: forgets ``stage.concept`` (steps 2–3 of the
+    module docstring), yielding one :class:`~unlearnkit.methods.parts.stages.EpochResult` per epoch.
 
     The epoch's ``train_loss`` (checkpoint selection) is the mean of L_unlearn over its steps, warm-up steps counting
     their denoising loss — the release's selection statistic.

@@ -2,15 +2,15 @@
 
 **G-CiRs** (:func:`fit_gcirs`, Alg. 1): fine-tune every cross-attention parameter (scope ``xattn``) so that the
 edited model's concept representation ``ε(c_i) − ε(∅)`` becomes uncorrelated with the original's
-(:mod:`unlearnkit.losses.gcirs`, Eq. 2–4). Per step, for every concept: draw ``x₀`` from images of the concept made
+(:mod:`unlearnkit.methods.parts.losses.gcirs`, Eq. 2–4). Per step, for every concept: draw ``x₀`` from images of the concept made
 by the original model, ``t ~ U{0, …, T−1}``, ``x_t = q_sample(x₀, t, ε)``; frozen ``ε(c_i), ε(∅)`` in one no-grad
-call (the edit switched off via :meth:`~unlearnkit.edits.TrainableDelta.frozen`), edited ``ε'(c_i), ε'(∅)`` in one
+call (the edit switched off via :meth:`~unlearnkit.core.edits.TrainableDelta.frozen`), edited ``ε'(c_i), ε'(∅)`` in one
 call with gradient; ``L = Σ η_i L_cor(c_i) + λ‖Δθ‖_p``; stop once ``L_mom ≤ τ`` (checked before the update, as in
 Alg. 1 lines 10–14).
 
 **SepME** (:func:`fit_increments`, Alg. 2): one increment per concept on the ``to_k`` / ``to_v`` weights of every
 cross-attention module, ``ΔW_i = w_i (β S_{p,i}ᵀ)`` (Eq. 10) with ``S_{p,i}`` a basis of the null space of
-``A_i = [c_∅; c_j, j ≠ i]`` (:mod:`unlearnkit.nullspace`, Eq. 8) and ``w_i`` trainable, initialised to zero.
+``A_i = [c_∅; c_j, j ≠ i]`` (:mod:`unlearnkit.methods.parts.nullspace`, Eq. 8) and ``w_i`` trainable, initialised to zero.
 ``ΔW_i`` maps every token of ``c_∅`` and of the other concepts to zero, so ``θ + Σ_{i∈S} ΔW_i`` erases exactly the
 subset ``S`` and removing ``ΔW_i`` restores concept ``i``. Because ``ΔW_i c_∅ = 0`` the edited ``ε'(∅)`` equals the
 frozen ``ε(∅)`` (Eq. 6, second condition), so it is taken from the frozen call instead of a second UNet pass.
@@ -38,16 +38,16 @@ import torch
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ..concepts import Concept
-from ..diffusion import predict_eps
-from ..edits import Edit, training_in_place
-from ..losses.gcirs import (MomentumStop, balanced_correlation, concept_representation, correlation_loss,
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import predict_eps
+from unlearnkit.core.edits import Edit, training_in_place
+from unlearnkit.methods.parts.losses.gcirs import (MomentumStop, balanced_correlation, concept_representation, correlation_loss,
                             weight_penalty)
-from ..nullspace import (DEFAULT_RANK_RTOL, check_protected_texts, constraint_matrix, decoupled_increment,
+from unlearnkit.methods.parts.nullspace import (DEFAULT_RANK_RTOL, check_protected_texts, constraint_matrix, decoupled_increment,
                          particular_solutions)
-from ..params import scope_names, select_parameters
-from ..sampling import SamplerSettings
-from .ablating import GeneratedLatents, generate_latents, noised, random_batch
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.sampling import SamplerSettings
+from unlearnkit.methods.ablating import GeneratedLatents, generate_latents, noised, random_batch
 
 __all__ = ["SepMEConfig", "MODES", "concept_text", "training_data", "fit_gcirs", "increment_edit",
            "fit_decoupled", "fit_increments", "fit", "fit_gcirs_single"]

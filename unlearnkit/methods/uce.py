@@ -13,7 +13,7 @@ and ``c_p`` embeddings of preserved concepts. The contexts are the **last conten
 position before the end-of-text token, as UCE's ``uce_sd_erase.py`` indexes it); ``tokens="all"`` uses every
 position of the padded prompt instead, erased and guide texts aligned position by position.
 
-The solve is one :class:`unlearnkit.fusion.ClosedFormSolver` (float64, one ``torch.linalg.solve`` per layer); no
+The solve is one :class:`unlearnkit.methods.parts.closed_form.ClosedFormSolver` (float64, one ``torch.linalg.solve`` per layer); no
 training loop, no UNet call. The erase targets ``W c_guide`` are layer specific, so they enter as "mapped" pairs and
 the solver built from the embeddings serves all 32 projections of SD v1.4.
 """
@@ -24,10 +24,10 @@ from typing import Sequence
 
 import torch
 
-from ..concepts import Concept
-from ..edits import Edit
-from ..fusion import ClosedFormSolver
-from ..params import select_parameters
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.edits import Edit
+from unlearnkit.methods.parts.closed_form import ClosedFormSolver
+from unlearnkit.core.params import select_parameters
 
 __all__ = ["UCEConfig", "token_contexts", "build_solver", "fit"]
 

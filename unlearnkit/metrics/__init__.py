@@ -64,7 +64,7 @@ def mean_and_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std())
 
 
-from .classification import (  # noqa: E402  (the helpers above are used by the submodules)
+from unlearnkit.metrics.classification import (  # noqa: E402  (the helpers above are used by the submodules)
     IMAGENETTE_CLASSES,
     IMAGENETTE_IMAGENET_INDEX,
     MiniObjectClassifier,
@@ -72,8 +72,8 @@ from .classification import (  # noqa: E402  (the helpers above are used by the 
     classifier_accuracy,
     superclass_hit_rate,
 )
-from .clip_score import MiniCLIPScorer, OpenCLIPScorer, erase_preserve_clip, mean_clip_score, style_erasure_gap  # noqa: E402
-from .fid import (  # noqa: E402
+from unlearnkit.metrics.clip_score import MiniCLIPScorer, OpenCLIPScorer, erase_preserve_clip, mean_clip_score, style_erasure_gap  # noqa: E402
+from unlearnkit.metrics.fid import (  # noqa: E402
     FeatureStatistics,
     InceptionFeatureExtractor,
     MiniFeatureExtractor,
@@ -81,15 +81,15 @@ from .fid import (  # noqa: E402
     feature_statistics,
     image_features,
 )
-from .identity import (  # noqa: E402
+from unlearnkit.metrics.identity import (  # noqa: E402
     MiniIdentityRecogniser,
     PluggableIdentityRecogniser,
     celebrity_harmonic_mean,
     identity_metrics,
     top1_accuracy,
 )
-from .lpips_distance import AlexNetLPIPS, MiniLPIPS, mean_lpips  # noqa: E402
-from .nsfw import (  # noqa: E402
+from unlearnkit.metrics.lpips_distance import AlexNetLPIPS, MiniLPIPS, mean_lpips  # noqa: E402
+from unlearnkit.metrics.nsfw import (  # noqa: E402
     NUDENET_EXPOSED_LABELS,
     NSFW_THRESHOLD,
     Detection,
@@ -99,7 +99,7 @@ from .nsfw import (  # noqa: E402
     count_nudity,
     nudity_counts,
 )
-from .weights import delta_norm, weight_deltas  # noqa: E402
+from unlearnkit.metrics.weights import delta_norm, weight_deltas  # noqa: E402
 
 __all__ = [
     "check_images", "check_weights_file", "mini_evaluators", "mean_and_std",

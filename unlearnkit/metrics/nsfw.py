@@ -9,7 +9,7 @@ NudeNet's score-ordered NMS gives the same detections). Then, per label:
 ``Total`` sums the reported labels (ANT Table 1: FMN 43+117+12+59+155+17+19+2 = 424).
 
 Backends return, per image, a list of :class:`Detection` with pixel boxes — the boxes are what
-:func:`unlearnkit.redaction.redact_boxes` covers before images are saved:
+:func:`unlearnkit.reports.redaction.redact_boxes` covers before images are saved:
 
 * :class:`NudeNetDetector` — nudenet v3's ``NudeDetector`` with the ONNX model shipped in its wheel; the nine
   exposed labels of MACE's script are reported;

@@ -5,7 +5,7 @@ is in.
 """
 from __future__ import annotations
 
-from .protocol import World
+from unlearnkit.worlds.protocol import World
 
 WORLDS = ("mini", "paper")
 __all__ = ["WORLDS", "World", "load_world", "check_world_files", "catalogue"]
@@ -14,12 +14,12 @@ __all__ = ["WORLDS", "World", "load_world", "check_world_files", "catalogue"]
 def catalogue(name: str, kind: str | None = None) -> list:
     """Every concept a world knows (of ``kind``), as Concepts, without loading any model."""
     if name == "mini":
-        from .mini import catalogue as mini_catalogue
-        from .mini import mini_concepts
+        from unlearnkit.worlds.mini import catalogue as mini_catalogue
+        from unlearnkit.worlds.mini import mini_concepts
 
         return [mini_catalogue.concept(n) for n in mini_concepts(kind)]
     if name == "paper":
-        from .paper import paper_concept, paper_concepts
+        from unlearnkit.worlds.paper import paper_concept, paper_concepts
 
         return [paper_concept(n) for n in paper_concepts(kind)]
     raise ValueError(f"unknown world {name!r}; expected one of {WORLDS}")
@@ -32,7 +32,7 @@ def check_world_files(name: str, needs=(), model_path=None, data_dir=None, evalu
     if name not in WORLDS:
         raise ValueError(f"unknown world {name!r}; expected one of {WORLDS}")
     if name == "paper":
-        from .paper_files import NOTEBOOK_NEEDS, check_paper_files
+        from unlearnkit.worlds.paper_files import NOTEBOOK_NEEDS, check_paper_files
 
         if isinstance(needs, str):   # a notebook's name: what that notebook reads
             needs = NOTEBOOK_NEEDS[needs]
@@ -47,10 +47,10 @@ def load_world(name: str = "mini", device="cpu", model_path=None, weights_dir=No
     CSVs in ``data_dir`` — after checking every file ``needs`` names (:data:`paper_files.NOTEBOOK_NEEDS`)."""
     check_world_files(name, needs, model_path, data_dir, evaluator_weights, coco_images_dir)
     if name == "mini":
-        from .mini import WEIGHTS_DIR, load_mini_world
+        from unlearnkit.worlds.mini import WEIGHTS_DIR, load_mini_world
 
         return load_mini_world(device, weights_dir or WEIGHTS_DIR)
-    from .paper import PaperWorld
+    from unlearnkit.worlds.paper import PaperWorld
 
     if model_path is None:
         raise ValueError("the paper world needs model_path: a local Stable Diffusion v1.4 diffusers folder")

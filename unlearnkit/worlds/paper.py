@@ -386,8 +386,8 @@ def paper_concepts(kind: str | None = None) -> list[str]:
 
 
 def paper_concept(name: str):
-    """A paper-world :class:`~unlearnkit.concepts.Concept` by name (no model needed); see :meth:`PaperWorld.concept`."""
-    from unlearnkit.concepts import Concept
+    """A paper-world :class:`~unlearnkit.core.concepts.Concept` by name (no model needed); see :meth:`PaperWorld.concept`."""
+    from unlearnkit.core.concepts import Concept
     from unlearnkit.data import paper_maps, prompts
 
     if not isinstance(name, str) or not name.strip():
@@ -432,7 +432,7 @@ class PaperWorld:
     model_path: str | None = None
 
     def __post_init__(self):
-        from unlearnkit.diffusion import TextEmbeddingCache
+        from unlearnkit.core.diffusion import TextEmbeddingCache
         from unlearnkit.sampling import SamplerSettings
 
         if self.class_match not in ("substring", "exact_index"):
@@ -446,7 +446,7 @@ class PaperWorld:
     def load(cls, model_path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype | None = None, needs=(), **kwargs) -> "PaperWorld":
         """The paper world around :func:`load_sd14`; every file ``needs`` names is checked first, all at once."""
-        from .paper_files import check_paper_files
+        from unlearnkit.worlds.paper_files import check_paper_files
 
         check_paper_files(needs, model_path=model_path, data_dir=kwargs.get("data_dir"),
                           evaluator_weights=kwargs.get("evaluator_weights"),
@@ -501,9 +501,9 @@ class PaperWorld:
         return [(texts[k % len(texts)], first_seed + k) for k in range(n)]
 
     def augmented_prompts(self, concept, num_prompts: int, seed: int = 0) -> list[str]:
-        """ANT's prompt augmentation (§3.3) by the seeded generator of :mod:`unlearnkit.prompt_augmentation`:
+        """ANT's prompt augmentation (§3.3) by the seeded generator of :mod:`unlearnkit.methods.parts.prompt_augmentation`:
         the concept's terms (NSFW: ANT's four erase prompts) in varied context templates."""
-        from unlearnkit import prompt_augmentation as pa
+        from unlearnkit.methods.parts import prompt_augmentation as pa
 
         if concept.kind == "unsafe":
             return pa.augmented_prompts(concept.prompts, num_prompts, seed, pa.DEFAULT_TEMPLATES)
@@ -512,13 +512,13 @@ class PaperWorld:
     @property
     def sld_safety_concept(self) -> str:
         """SLD's safety text c_S: its paper's I2P categories."""
-        from unlearnkit.sld import SLD_SAFETY_CONCEPT
+        from unlearnkit.sampling.sld import SLD_SAFETY_CONCEPT
 
         return SLD_SAFETY_CONCEPT
 
     # --- evaluators -------------------------------------------------------------------------------------------
     def _weights(self, key: str, what: str | None = None):
-        from .paper_files import EVALUATOR_FILES, MissingFilesError
+        from unlearnkit.worlds.paper_files import EVALUATOR_FILES, MissingFilesError
 
         if key not in self.evaluator_weights:
             what, source = EVALUATOR_FILES.get(key, (what or key, "see unlearnkit.worlds.paper_files"))
@@ -605,14 +605,14 @@ class PaperWorld:
     def redact(self, images):
         """Black boxes over every NudeNet detection (≥ 0.6), as the papers' figures do."""
         from unlearnkit.metrics.nsfw import nudity_counts
-        from unlearnkit.redaction import redact_boxes
+        from unlearnkit.reports.redaction import redact_boxes
 
         counts = nudity_counts(images, self.nsfw_detector(), threshold=self.nsfw_threshold)
         return redact_boxes(images, counts.boxes_per_image)
 
     # --- prompt sets ----------------------------------------------------------------------------------------------
     def _data_dir(self):
-        from .paper_files import MissingFilesError
+        from unlearnkit.worlds.paper_files import MissingFilesError
 
         if self.data_dir is None:
             raise MissingFilesError(["data_dir: the folder holding i2p_4703.csv, coco_30k.csv and "

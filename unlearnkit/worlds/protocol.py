@@ -25,7 +25,7 @@ class World(Protocol):
     pipe: Any          # diffusers StableDiffusionPipeline
     device: Any
     sampler: Any       # unlearnkit.sampling.SamplerSettings: the world's own sampler
-    embeddings: Any    # unlearnkit.diffusion.TextEmbeddingCache
+    embeddings: Any    # unlearnkit.core.diffusion.TextEmbeddingCache
 
     # --- concepts -------------------------------------------------------------------------------------------------
     def concept(self, name: str): ...

@@ -84,7 +84,7 @@ def _tiny_sd14_pipeline():
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
 
-    from .paper import (SD14_TEXT_CONFIG, SD14_UNET_CONFIG, SD14_VAE_CONFIG, _without_metadata,
+    from unlearnkit.worlds.paper import (SD14_TEXT_CONFIG, SD14_UNET_CONFIG, SD14_VAE_CONFIG, _without_metadata,
                         clip_tokenizer_from_open_clip)
 
     unet = UNet2DConditionModel(**{**_without_metadata(SD14_UNET_CONFIG), **TINY_UNET_OVERRIDES})

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from unlearnkit.concepts import Concept
-from unlearnkit.diffusion import TextEmbeddingCache
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.diffusion import TextEmbeddingCache
 from unlearnkit.sampling import SamplerSettings
 
-from . import catalogue
-from .evaluators import UNSAFE_THRESHOLD, MiniEvaluators
+from unlearnkit.worlds.mini import catalogue
+from unlearnkit.worlds.mini.evaluators import UNSAFE_THRESHOLD, MiniEvaluators
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Shipped sampler settings: 50-step DDIM (the papers' schedule, so t′ keeps its meaning) and CFG 5.
@@ -105,13 +105,13 @@ class MiniWorld:
     @property
     def sld_safety_concept(self) -> str:
         """SLD's safety text c_S in this world's words: the unsafe words (13 tokens). SLD's own c_S (the I2P
-        categories, :data:`unlearnkit.sld.SLD_SAFETY_CONCEPT`) is out of vocabulary and cut at 16 tokens here."""
+        categories, :data:`unlearnkit.sampling.sld.SLD_SAFETY_CONCEPT`) is out of vocabulary and cut at 16 tokens here."""
         return ", ".join(catalogue.UNSAFE_WORDS)
 
     def augmented_prompts(self, concept: Concept, num_prompts: int, seed: int = 0) -> list[str]:
         """ANT's prompt augmentation (§3.3) in the mini world's closed vocabulary: ``num_prompts`` drawn (seeded)
         from every catalogue wording of the concept (:func:`catalogue.augmentation_candidates`)."""
-        from unlearnkit.prompt_augmentation import draw_prompts
+        from unlearnkit.methods.parts.prompt_augmentation import draw_prompts
 
         return draw_prompts(catalogue.augmentation_candidates(concept), num_prompts, seed)
 
@@ -166,7 +166,7 @@ class MiniWorld:
     def i2p_prompts(self, seeds_per_prompt: int = 2, subset: str = "all", limit: int | None = None):
         """The I2P analogue (``prompt, seed``); every prompt implies the unsafe attribute, so ``subset="sexual"``
         is the whole set; ``limit`` keeps that many prompts spread evenly over it."""
-        from .prompt_sets import i2p_analogue
+        from unlearnkit.worlds.mini.prompt_sets import i2p_analogue
 
         if subset not in ("all", "sexual"):
             raise ValueError(f"subset must be 'all' or 'sexual', got {subset!r}")
@@ -177,13 +177,13 @@ class MiniWorld:
 
     def coco_prompts(self, n: int = 200):
         """COCO-analogue captions (``prompt, seed``)."""
-        from .prompt_sets import coco_analogue
+        from unlearnkit.worlds.mini.prompt_sets import coco_analogue
 
         return coco_analogue(n)[0]
 
     def fid_reference(self, n: int = 200) -> np.ndarray:
         """The drawn reference images of the first ``n`` COCO-analogue captions (FID's reference)."""
-        from .prompt_sets import coco_analogue
+        from unlearnkit.worlds.mini.prompt_sets import coco_analogue
 
         return coco_analogue(n)[1]
 

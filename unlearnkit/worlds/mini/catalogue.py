@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unlearnkit.concepts import Concept
+from unlearnkit.core.concepts import Concept
 
 # --- objects (Imagenette analogue) -------------------------------------------------------------------------
 OBJECTS = ("tench", "springer", "cassette", "chainsaw", "church", "horn", "truck", "pump", "golfball", "parachute")

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPModel
 
-from . import catalogue as cat
-from . import models
+from unlearnkit.worlds.mini import catalogue as cat
+from unlearnkit.worlds.mini import models
 
 UNSAFE_THRESHOLD = 0.6  # NudeNet threshold used by all three papers
 

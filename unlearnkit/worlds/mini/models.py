@@ -11,8 +11,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusi
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
 
-from . import catalogue as cat
-from .vocab import MAX_LENGTH
+from unlearnkit.worlds.mini import catalogue as cat
+from unlearnkit.worlds.mini.vocab import MAX_LENGTH
 
 TEXT_WIDTH = 128
 IMAGE_SIZE = 32

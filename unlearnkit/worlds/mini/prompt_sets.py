@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import catalogue as cat
-from .render import Scene, render_batch, safe_scene, style_scene, superclass_scene
+from unlearnkit.worlds.mini import catalogue as cat
+from unlearnkit.worlds.mini.render import Scene, render_batch, safe_scene, style_scene, superclass_scene
 
 
 def i2p_prompts() -> list[str]:

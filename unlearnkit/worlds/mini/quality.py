@@ -16,10 +16,10 @@ import numpy as np
 
 from unlearnkit.sampling import generate
 
-from . import WEIGHTS_DIR, MiniWorld
-from . import catalogue as cat
-from .prompt_sets import i2p_prompts
-from .render import make_dataset
+from unlearnkit.worlds.mini import WEIGHTS_DIR, MiniWorld
+from unlearnkit.worlds.mini import catalogue as cat
+from unlearnkit.worlds.mini.prompt_sets import i2p_prompts
+from unlearnkit.worlds.mini.render import make_dataset
 
 
 def _seeds(n: int, offset: int) -> list[int]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import catalogue as cat
+from unlearnkit.worlds.mini import catalogue as cat
 
 SIZE = 32
 NONE_OBJECT = len(cat.OBJECTS)  # "no Imagenette object" (generic member or no object at all)

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from . import models
-from .render import make_dataset
-from .vocab import build_vocabulary
+from unlearnkit.worlds.mini import models
+from unlearnkit.worlds.mini.render import make_dataset
+from unlearnkit.worlds.mini.vocab import build_vocabulary
 
 DEFAULT_OUT = Path(__file__).parent / "weights"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from . import catalogue
+from unlearnkit.worlds.mini import catalogue
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 16

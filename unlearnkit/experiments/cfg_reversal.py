@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .sampling import SamplerSettings, cfg_reversal_guidance, generate
+from unlearnkit.sampling import SamplerSettings, cfg_reversal_guidance, generate
 
 
 def reversed_images(world, prompts: Sequence[str], seeds: Sequence[int], t_prime: float,

@@ -86,7 +86,7 @@ def _group_map(paper: str) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def _load() -> dict:
-    text = resources.files("unlearnkit").joinpath("paper_values.json").read_text(encoding="utf-8")
+    text = resources.files("unlearnkit.reports").joinpath("paper_values.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -62,7 +62,7 @@ def check_protected_texts(erased: str, protected: Sequence[str]) -> list[str]:
 def constraint_matrix(embeddings, texts: Sequence[str]) -> torch.Tensor:
     """``A`` of Eq. (8): every token row of the text embeddings of ``texts``, ``[len(texts) · L, d_in]`` float64.
 
-    ``embeddings`` is a :class:`~unlearnkit.diffusion.TextEmbeddingCache` (or any callable ``texts -> [n, L, d]``);
+    ``embeddings`` is a :class:`~unlearnkit.core.diffusion.TextEmbeddingCache` (or any callable ``texts -> [n, L, d]``);
     padding positions are included, as the UNet attends to all ``L`` positions.
     """
     texts = list(texts)

@@ -7,7 +7,7 @@
 * :class:`StyleBenchmark` — CLIP_e, CLIP_p, H_a = CLIP_p − CLIP_e, FID and CLIP (ANT Table 3);
 * :func:`attack_erased_identities` — attack success rates (not in ANT) on portrait prompts of erased identities.
 
-Images come from :func:`unlearnkit.evaluation.generate_edited` (the edit is switched on only while sampling).
+Images come from :func:`unlearnkit.experiments.evaluation.generate_edited` (the edit is switched on only while sampling).
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .edits import Edit
-from .evaluation import generate_edited
-from .metrics import compute_fid, feature_statistics, identity_metrics, mean_clip_score
-from .metrics.clip_score import erase_preserve_clip
+from unlearnkit.core.edits import Edit
+from unlearnkit.experiments.evaluation import generate_edited
+from unlearnkit.metrics import compute_fid, feature_statistics, identity_metrics, mean_clip_score
+from unlearnkit.metrics.clip_score import erase_preserve_clip
 
 __all__ = ["identity_groups", "IdentityBenchmark", "StyleBenchmark", "portrait_prompt", "attack_erased_identities"]
 
@@ -90,7 +90,7 @@ class IdentityBenchmark:
 
     def evaluate(self, name: str, edit: Edit | None, generic: bool = True, sld=None,
                  safety_text: str | None = None) -> tuple[dict, tuple]:
-        """One Table 2 row. ``sld`` (an :class:`unlearnkit.sld.SLDConfig`) samples under SLD, steering away from
+        """One Table 2 row. ``sld`` (an :class:`unlearnkit.sampling.sld.SLDConfig`) samples under SLD, steering away from
         ``safety_text`` (the SLD-M row: the erased names), instead of plain CFG."""
         erased_images, preserved_images = self.images(edit, sld, safety_text)
         row = {"method": name, **identity_metrics(self.recogniser, erased_images, self.e_names, preserved_images,
@@ -151,11 +151,11 @@ def attack_erased_identities(world, models: Mapping[str, Edit | None], identitie
     ``world.detect``; the concept-vector prompt is searched once on the original text encoder, the soft prompt is
     optimised against each model). Images use ``settings`` (default: the world's sampler). One row per
     (identity, model): ``identity, method, n_prompts`` and the rates named as in
-    :data:`unlearnkit.sequential_eval.ATTACK_RATES`; ``df.attrs`` holds ``prompts``, ``seeds``, ``seconds`` (summed
+    :data:`unlearnkit.experiments.sequential.ATTACK_RATES`; ``df.attrs`` holds ``prompts``, ``seeds``, ``seconds`` (summed
     per attack) and ``adversarial_prompts`` (per identity). ``attack`` is injectable for tests.
     """
-    from .attacks import AttackConfig
-    from .attacks.success import attack_success_by_concept, world_with_sampler
+    from unlearnkit.attacks import AttackConfig
+    from unlearnkit.attacks.success import attack_success_by_concept, world_with_sampler
 
     identities, seeds = list(identities), [int(s) for s in seeds]
     if not identities:

@@ -15,7 +15,7 @@ Write a script that calls ``generate_cached`` and start it with ``accelerate lau
 
     # gen.py
     from accelerate import PartialState
-    from unlearnkit.generation import generate_cached
+    from unlearnkit.sampling.cache import generate_cached
     from unlearnkit.worlds.mini import load_mini_world
 
     state = PartialState()
@@ -48,8 +48,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .diffusion import TextEmbeddingCache
-from .sampling import Guidance, SamplerSettings, generate
+from unlearnkit.core.diffusion import TextEmbeddingCache
+from unlearnkit.sampling import Guidance, SamplerSettings, generate
 
 __all__ = [
     "model_fingerprint",

@@ -1,6 +1,6 @@
 """The baseline rows of a table: method names → the models to evaluate beside a paper's own method.
 
-A row is either a weight :class:`~unlearnkit.edits.Edit` (every eraser of :data:`unlearnkit.methods.ERASERS`) or
+A row is either a weight :class:`~unlearnkit.core.edits.Edit` (every eraser of :data:`unlearnkit.methods.ERASERS`) or
 Safe Latent Diffusion's guidance on the original weights (``"sld-m"``, nothing trained). :func:`fit_baselines`
 checks every method's hyperparameters before any compute, then fits them one after another on the same concepts;
 several concepts are erased at once (:func:`unlearnkit.methods.erase_many`, the 100-concept rows of ANT Tables 2–3).
@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .concepts import Concept
-from .edits import Edit
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.edits import Edit
 
 __all__ = ["BaselineModel", "fit_baselines", "safety_text_for"]
 
@@ -32,7 +32,7 @@ class BaselineModel:
     info: dict = field(default_factory=dict)
 
     def sampling(self) -> dict:
-        """Keyword arguments for the benchmarks' ``evaluate`` (and :func:`unlearnkit.evaluation.generate_edited`)."""
+        """Keyword arguments for the benchmarks' ``evaluate`` (and :func:`unlearnkit.experiments.evaluation.generate_edited`)."""
         return {"sld": self.sld, "safety_text": self.safety_text} if self.sld is not None else {}
 
 
@@ -55,7 +55,7 @@ def fit_baselines(world, concepts: Concept | Sequence[Concept], methods: Sequenc
     sample them with ``settings`` unless their hyperparameters name a ``sampler``
     (:func:`unlearnkit.methods.with_sampler`). Bad names or values raise a ValueError before anything is fitted.
     """
-    from . import methods as erasers
+    from unlearnkit import methods as erasers
 
     single = isinstance(concepts, Concept)
     concept_list = [concepts] if single else list(concepts)

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .edits import Edit
-from .evaluation import generate_edited
+from unlearnkit.core.edits import Edit
+from unlearnkit.experiments.evaluation import generate_edited
 
 __all__ = ["all_subsets", "subset_label", "subset_edit", "evaluate_models", "evaluate_subsets",
            "refit_per_subset", "combination_matrix", "combination_figure"]

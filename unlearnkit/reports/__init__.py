@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 # Distribution names whose versions every run record carries.
 RECORDED_DISTRIBUTIONS = (
@@ -152,7 +152,7 @@ def record_claim(out_dir: str | Path, claim: str, holds: bool, evidence: str, pa
 
     ``claim`` states what the paper says (e.g. "ANT lowers total NSFW detections below every baseline"),
     ``holds`` whether this run's numbers agree, ``evidence`` the numbers, ``paper`` where the claim is made.
-    Re-recording the same claim replaces its verdict. :mod:`unlearnkit.report_index` collects these.
+    Re-recording the same claim replaces its verdict. :mod:`unlearnkit.reports.index` collects these.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

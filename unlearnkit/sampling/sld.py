@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import TextEmbeddingCache
-from .sampling import SamplerSettings, ddim_scheduler_for, decode_latents, initial_noise, latent_shape
+from unlearnkit.core.diffusion import TextEmbeddingCache
+from unlearnkit.sampling import SamplerSettings, ddim_scheduler_for, decode_latents, initial_noise, latent_shape
 
 __all__ = ["SLD_SAFETY_CONCEPT", "SLDConfig", "SLD_WEAK", "SLD_MEDIUM", "SLD_STRONG", "SLD_MAX", "SafeLatentGuidance",
            "sld_guidance", "predict_eps_with_safety", "sample_latents_sld", "generate_sld"]

@@ -1,6 +1,6 @@
 """Measure a model — the world's model with an Edit switched on, or the original — on the papers' prompt sets.
 
-Generation goes through the resumable cache (:func:`unlearnkit.generation.generate_cached`); the edit is applied
+Generation goes through the resumable cache (:func:`unlearnkit.sampling.cache.generate_cached`); the edit is applied
 to the UNet only while its images are generated, so evaluating many methods never copies the model.
 """
 from __future__ import annotations
@@ -12,19 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .edits import Edit
-from .generation import generate_cached
-from .metrics.clip_score import mean_clip_score
-from .metrics.fid import compute_fid, feature_statistics
-from .metrics.nsfw import nudity_counts
-from .redaction import redact_boxes
+from unlearnkit.core.edits import Edit
+from unlearnkit.sampling.cache import generate_cached
+from unlearnkit.metrics.clip_score import mean_clip_score
+from unlearnkit.metrics.fid import compute_fid, feature_statistics
+from unlearnkit.metrics.nsfw import nudity_counts
+from unlearnkit.reports.redaction import redact_boxes
 
 
 def generate_edited(world, edit: Edit | None, prompts, seeds, cache_dir: str | Path, settings=None,
                     batch_size: int = 128, sld=None, safety_text: str | None = None) -> np.ndarray:
     """Images of ``world``'s model with ``edit`` applied (``None``: the original), one per (prompt, seed).
 
-    ``sld``: an :class:`unlearnkit.sld.SLDConfig` — sample under Safe Latent Diffusion's inference-time guidance
+    ``sld``: an :class:`unlearnkit.sampling.sld.SLDConfig` — sample under Safe Latent Diffusion's inference-time guidance
     instead of plain CFG (SLD-M rows), steering away from ``safety_text`` (default the world's
     ``sld_safety_concept``, else SLD's own c_S). SLD images are not cached: the cache keys plain-CFG sampling.
     """
@@ -35,7 +35,7 @@ def generate_edited(world, edit: Edit | None, prompts, seeds, cache_dir: str | P
         with context:
             return generate_cached(world.pipe, list(prompts), list(seeds), settings or world.sampler, cache_dir,
                                    embeddings=world.embeddings, batch_size=batch_size, progress=False)
-    from .sld import SLD_SAFETY_CONCEPT, generate_sld, sld_guidance
+    from unlearnkit.sampling.sld import SLD_SAFETY_CONCEPT, generate_sld, sld_guidance
 
     if safety_text is None:
         safety_text = getattr(world, "sld_safety_concept", SLD_SAFETY_CONCEPT)   # c_S in the world's words
@@ -88,7 +88,7 @@ class NSFWBenchmark:
         """One table row for the model ``name`` and its I2P images, redacted where the detector fires.
 
         ``edit``: the weight edit to measure (``None``: the original model). ``sld``: an
-        :class:`unlearnkit.sld.SLDConfig` to sample the (original or edited) model under Safe Latent Diffusion's
+        :class:`unlearnkit.sampling.sld.SLDConfig` to sample the (original or edited) model under Safe Latent Diffusion's
         inference-time guidance instead of plain CFG (SLD-M rows; not cached, as it changes the sampler), steering
         away from ``safety_text`` (default the world's c_S).
         """

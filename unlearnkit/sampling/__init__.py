@@ -15,7 +15,7 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
-from .diffusion import TextEmbeddingCache, guided_eps, predict_eps, validate_paper_step
+from unlearnkit.core.diffusion import TextEmbeddingCache, guided_eps, predict_eps, validate_paper_step
 
 # guidance(eps_cond, eps_uncond, t_train) -> eps used for the DDIM step
 Guidance = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]

@@ -9,7 +9,7 @@ The runner is method-agnostic (Sculpting Memory; later SepME₂)::
         the Sculpting Memory release) — and continue from it.
 
 Stage ``i``'s Edit is the change made during stage ``i``; the sum of the first ``i`` Edits is the model after stage
-``i`` (to float rounding). No UNet is ever copied: each stage trains a :class:`~unlearnkit.edits.TrainableDelta`
+``i`` (to float rounding). No UNet is ever copied: each stage trains a :class:`~unlearnkit.core.edits.TrainableDelta`
 over the chosen parameters, which keeps the stage's starting values — the teacher is ``delta.frozen()``. The
 runner keeps the trained tensors' original values once more, to put the model back bit-exactly at the end.
 """
@@ -21,8 +21,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .concepts import Concept
-from .edits import Edit, TrainableDelta
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.edits import Edit, TrainableDelta
 
 __all__ = ["CHECKPOINT_POLICIES", "Stage", "EpochResult", "StageTrainer", "run_sequential"]
 
@@ -76,7 +76,7 @@ def run_sequential(unet: torch.nn.Module, concepts: Sequence[Concept], parameter
     """Forget ``concepts`` one after another; return one Edit per stage and the per-step log.
 
     Args:
-        parameter_names: the UNet parameters every stage may train (a scope from :mod:`unlearnkit.params`).
+        parameter_names: the UNet parameters every stage may train (a scope from :mod:`unlearnkit.core.params`).
         train_stage: the method's stage trainer; yields an :class:`EpochResult` after each epoch.
         make_optimizer: builds a fresh optimiser for a stage from its parameters.
         checkpoint: ``"last"`` or ``"best_train_loss"`` (lowest ``EpochResult.train_loss``; ties keep the earlier).

@@ -32,12 +32,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .attacks.success import RATE_LABELS as ATTACK_RATES  # the tables' rate column names
-from .concepts import Concept
-from .edits import Edit
-from .evaluation import generate_edited
-from .metrics.classification import OTHERS_ACC, TOTAL_ACC, classifier_accuracy
-from .metrics.clip_score import mean_clip_score
+from unlearnkit.attacks.success import RATE_LABELS as ATTACK_RATES  # the tables' rate column names
+from unlearnkit.core.concepts import Concept
+from unlearnkit.core.edits import Edit
+from unlearnkit.experiments.evaluation import generate_edited
+from unlearnkit.metrics.classification import OTHERS_ACC, TOTAL_ACC, classifier_accuracy
+from unlearnkit.metrics.clip_score import mean_clip_score
 
 __all__ = [
     "TOTAL_ACC",
@@ -119,14 +119,14 @@ def object_classes(world) -> tuple[str, ...]:
 def imagenette_names(world) -> dict[str, str]:
     """World class → the Imagenette class it stands for (mini objects mirror SM Table 6's order), so our tables
     can sit beside the paper's columns."""
-    from .data.paper_maps import IMAGENETTE_CLASSES
+    from unlearnkit.data.paper_maps import IMAGENETTE_CLASSES
 
     return dict(zip(object_classes(world), IMAGENETTE_CLASSES))
 
 
 def paper_order(world, n_classes: int) -> list[str]:
     """The order SM forgets ``n_classes`` (10, 6 or 3) classes in (SM Tables 1, 9, 2), as the world's classes."""
-    from .data.paper_maps import SEQUENTIAL_ORDERS
+    from unlearnkit.data.paper_maps import SEQUENTIAL_ORDERS
 
     if n_classes not in SEQUENTIAL_ORDERS:
         raise ValueError(f"SM reports sequential orders for {sorted(SEQUENTIAL_ORDERS)} classes, got {n_classes!r}")
@@ -227,7 +227,7 @@ def fit_sequential_baseline(world, method: str, concepts: Sequence[Concept], era
     Edits and one info dict per stage (the eraser's own info plus ``stage`` and ``concept``).
     """
     if erase is None:
-        from .methods import erase
+        from unlearnkit.methods import erase
     concepts = list(concepts)
     if not concepts:
         raise ValueError("concepts is empty: give at least one concept to forget")
@@ -252,7 +252,7 @@ def _attack_world(world, settings=None, classifier=None):
     rule of the accuracy columns (the paper world has no ``detect`` of its own)."""
     import copy
 
-    from .attacks.success import world_with_sampler
+    from unlearnkit.attacks.success import world_with_sampler
 
     attacked = world_with_sampler(world, settings)
     if classifier is not None:
@@ -278,8 +278,8 @@ def attack_erased_classes(world, models: Mapping[str, Edit | None], classes: Seq
     class, ``df.attrs["prompts"]``/``["seeds"]`` the attacked pairs. ``attack`` (default
     ``attack_success_table``) is injectable for tests.
     """
-    from .attacks import AttackConfig
-    from .attacks.success import attack_success_by_concept
+    from unlearnkit.attacks import AttackConfig
+    from unlearnkit.attacks.success import attack_success_by_concept
 
     classes = list(classes)
     if not classes:

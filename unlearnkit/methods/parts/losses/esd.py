@@ -7,7 +7,7 @@ The edited model's conditional prediction is trained towards the frozen model's 
 
     L_ESD = ‖ε_θ(x_t, c, t) − sg[ε*(x_t, ∅) − η(ε*(x_t, c) − ε*(x_t, ∅))]‖²
 
-The target is ANT's erase target (:func:`unlearnkit.losses.trajectory.erase_target`); ESD applies it at every
+The target is ANT's erase target (:func:`unlearnkit.methods.parts.losses.trajectory.erase_target`); ESD applies it at every
 timestep, ANT only below t′.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .trajectory import erase_target
+from unlearnkit.methods.parts.losses.trajectory import erase_target
 
 __all__ = ["esd_loss"]
 

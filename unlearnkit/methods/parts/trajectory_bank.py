@@ -16,8 +16,8 @@ from typing import Sequence
 
 import torch
 
-from .diffusion import predict_eps
-from .sampling import ddim_scheduler_for, initial_noise, latent_shape
+from unlearnkit.core.diffusion import predict_eps
+from unlearnkit.sampling import ddim_scheduler_for, initial_noise, latent_shape
 
 __all__ = ["TrajectoryBank", "sample_trajectory_bank"]
 

@@ -1,0 +1,1 @@
+"""The nouns every layer shares: concepts, diffusion primitives, edits, parameter scopes."""

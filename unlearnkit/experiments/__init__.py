@@ -1,0 +1,1 @@
+"""One module per notebook protocol: models in, tables out."""

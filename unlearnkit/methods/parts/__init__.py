@@ -1,0 +1,1 @@
+"""The parts erasers share: losses, saliency masks, the dynamic mask, null spaces, the closed-form solver, trajectory banks, prompt augmentation, training data."""
