@@ -14,10 +14,10 @@ On the SD architecture the recipes are cut down so that a CPU step takes ~1–4 
 samples no partial trajectory (``num_inference_steps=1``: ``x_t`` is pure noise), ANT uses a 2-step schedule with
 ``t′=1`` (one DDIM step of trajectory) and the cross-attention scope without a saliency mask, AC uses batch 1 on
 random anchor latents (generating 200 SD images on a CPU is out of reach). The mini world runs the paper defaults
-of each Config except the iteration count (and SalUn's data set size / Sculpting's epoch count, which set theirs).
-Erasers registered in ``unlearnkit.methods.ERASERS`` without a recipe here (new methods) run on the mini world
-through ``erase(name, world, concept, iterations=…)`` with their Config defaults (marked ² in the report). A
-method whose worker fails is recorded as failed and the others go on.
+of each Config except the iteration count (``BUDGETS``: SalUn's data set size and Sculpting's epoch count set
+theirs) and ANT's saliency map, computed in the setup. Every method comes from the registry
+(``unlearnkit.methods``): its ``Method.prepare`` is the setup, its ``Method.fit`` the timed run, so a new eraser is
+benchmarked with no change here. A method whose worker fails is recorded as failed and the others go on.
 
 What each number means
 ----------------------
@@ -62,7 +62,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -71,12 +70,10 @@ RESULTS_DIR = HERE / "results"
 REPORT = REPO / "reports" / "benchmarks.md"
 NOTES = RESULTS_DIR / "notes.md"
 WORLDS = ("mini", "sd14-arch")
-ALL_METHODS = ("esd-x", "esd-u", "ant", "ac", "salun", "fmn", "uce", "sculpting")
 NAIVE_METHODS = ("esd-x", "esd-u", "ant", "ac")
-DEFAULT_METHODS = {"mini": ALL_METHODS, "sd14-arch": ("esd-x", "ac", "uce")}
+SD14_DEFAULT_METHODS = ("esd-x", "ac", "uce")
 DEFAULT_ITERATIONS = {"mini": 12, "sd14-arch": 2}
 DEFAULT_REPEATS = {"mini": 3, "sd14-arch": 1}
-SD14_METHODS = ("esd-x", "esd-u", "ant", "ac", "uce")
 LOSS_RTOL = 1e-3
 
 
@@ -99,130 +96,108 @@ CONCEPT = "tench"
 
 
 # ------------------------------------------------------------------------------------------------ recipes
-SD14_CONFIGS = {
+#: hyperparameters for a run of n optimisation steps where the Config has no ``iterations`` to set
+BUDGETS = {
+    "salun": lambda n: dict(epochs=1, forget_images=8 * n, retain_images=8 * n),   # one epoch of n batches of 8
+    # the mini preset: 20 steps/epoch (40 images, batch 2), 20 warm-up steps → n unlearning steps
+    "sculpting": lambda n: {**_sculpting_mini_world(), "epochs": 1 + math.ceil(n / 20)},
+}
+#: the mini world's settings beside the Config defaults
+MINI_HYPERPARAMETERS = {"ant": {"saliency": {}}}
+#: the cut-down recipes on the SD architecture (a CPU step of ~1–4 min); only these methods run there
+SD14_HYPERPARAMETERS = {
     "esd-x": dict(num_inference_steps=1),
     "esd-u": dict(num_inference_steps=1),
     "ant": dict(num_inference_steps=2, t_prime=1, scope="xattn"),
     "ac": dict(batch_size=1),
+    "uce": {},
 }
 
 
-def method_config(method: str, world: str, iterations: int):
-    """The method's Config for this world: paper defaults, ``iterations`` steps (see the module docstring)."""
-    from unlearnkit.methods import ablating, ant, esd, fmn, salun, sculpting, uce
+def _sculpting_mini_world() -> dict:
+    from unlearnkit.methods.sculpting import MINI_WORLD
 
-    extra = SD14_CONFIGS.get(method, {}) if world == "sd14-arch" else {}
-    if method in ("esd-x", "esd-u"):
-        return esd.ESDConfig(scope="xattn" if method == "esd-x" else "non_xattn", iterations=iterations, **extra)
-    if method == "ant":
-        return ant.ANTConfig(iterations=iterations, **extra)
-    if method == "ac":
-        return ablating.ACConfig(iterations=iterations, **extra)
-    if method == "salun":  # one epoch over D_f of iterations · batch images
-        return salun.SalUnConfig(epochs=1, forget_images=iterations * 8, retain_images=iterations * 8)
-    if method == "fmn":
-        return fmn.FMNConfig(iterations=iterations)
-    if method == "uce":
-        return uce.UCEConfig()
-    if method == "sculpting":  # 20 steps/epoch (40 images, batch 2), 20 warm-up steps → iterations unlearning steps
-        epochs = 1 + math.ceil(iterations / 20)
-        return sculpting.SculptingConfig.for_mini_world(epochs=epochs)
-    return GenericRecipe(method, iterations)
+    return dict(MINI_WORLD)
 
 
-@dataclass(frozen=True)
-class GenericRecipe:
-    """An eraser of ``ERASERS`` this script has no recipe for: run through ``erase(name, world, concept,
-    iterations=…)`` with its Config defaults; whatever data it generates counts as pre-loop setup of ``fit``."""
-
-    method: str
-    iterations: int
-
-    def hyperparameters(self) -> dict:
-        from unlearnkit.methods import check_hyperparameters
-
-        try:
-            check_hyperparameters(self.method, iterations=self.iterations)
-            return {"iterations": self.iterations}
-        except ValueError:
-            return {}
-
-    def as_dict(self) -> dict:
-        return {"method": self.method, "generic": True, **self.hyperparameters()}
-
-
-def make_setup(method: str, world, config, world_name: str):
-    """The one-off data ``fit`` would otherwise generate (``{}`` if none)."""
+def _random_anchor_latents(concept, config) -> dict:
+    """AC's anchor data on the SD architecture: random latents (200 generated SD images are out of reach on a CPU)."""
     import torch
 
-    from unlearnkit.methods import ablating, ant, fmn, salun, sculpting
+    from unlearnkit.methods.ablating import anchor_prompts_of
+    from unlearnkit.methods.parts.training_data import GeneratedLatents
+
+    prompts = anchor_prompts_of(concept)
+    latents = torch.randn(8, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    return {"anchor_data": GeneratedLatents(latents, tuple(prompts[i % len(prompts)] for i in range(8)))}
+
+
+#: setup inputs on the SD architecture in place of the method's own ``prepare``
+SD14_INPUTS = {"ac": _random_anchor_latents}
+
+
+def method_hyperparameters(method: str, world: str, iterations: int) -> dict:
+    """The flat hyperparameters of a benchmark run: ``iterations`` steps (``BUDGETS``), then the world's recipe."""
+    import dataclasses
+
+    from unlearnkit.methods import get
+
+    if method in BUDGETS:
+        budget = BUDGETS[method](iterations)
+    else:
+        budget = ({"iterations": iterations}
+                  if "iterations" in {f.name for f in dataclasses.fields(get(method).config)} else {})
+    recipe = SD14_HYPERPARAMETERS.get(method, {}) if world == "sd14-arch" else MINI_HYPERPARAMETERS.get(method, {})
+    return {**budget, **recipe}
+
+
+def method_config(method: str, world: str, iterations: int):
+    """The method's full Config for this world (see :func:`method_hyperparameters`)."""
+    from unlearnkit.methods import check_hyperparameters
+
+    return check_hyperparameters(method, **method_hyperparameters(method, world, iterations))
+
+
+def make_setup(method: str, world, config, world_name: str) -> dict:
+    """The one-off inputs ``fit`` would otherwise generate (``Method.prepare``; ``{}`` if none)."""
+    from unlearnkit.methods import get
 
     concept = world.concept(CONCEPT)
-    if method == "ant" and world_name == "mini":
-        mask, _ = ant.saliency_mask(world, concept, config=config, saliency=ant.SaliencyConfig())
-        return {"mask": mask}
-    if method == "ac":
-        if world_name == "sd14-arch":  # random latents: 200 generated SD images are out of reach on a CPU
-            prompts = ablating.anchor_prompts_of(concept)
-            latents = torch.randn(8, 4, 64, 64, generator=torch.Generator().manual_seed(0))
-            return {"anchor_data": ablating.GeneratedLatents(latents, tuple(prompts[i % len(prompts)]
-                                                                             for i in range(8)))}
-        return {"anchor_data": ablating.generate_latents(world, ablating.anchor_prompts_of(concept),
-                                                         config.anchor_images, config.sampler, config.seed)}
-    if method == "salun":
-        pseudo = ablating.anchor_prompts_of(concept)
-        forget = ablating.generate_latents(world, concept.prompts, config.forget_images, config.sampler, config.seed)
-        retain = ablating.generate_latents(world, pseudo, config.retain_images, config.sampler,
-                                           config.seed + config.forget_images)
-        return {"forget_data": forget, "retain_data": retain, "mask": salun.saliency_mask(world, forget, config)}
-    if method == "fmn":
-        prompts = fmn.prompts_naming(world.pipe.tokenizer, concept.prompts, concept.name)
-        return {"concept_data": ablating.generate_latents(world, prompts, config.concept_images, config.sampler,
-                                                          config.seed)}
-    if method == "sculpting":
-        return {"data": sculpting.training_data(world, [concept], config)}
-    return {}
+    if world_name == "sd14-arch" and method in SD14_INPUTS:
+        return SD14_INPUTS[method](concept, config)
+    prepare = get(method).prepare
+    return prepare(world, [concept], config) if prepare is not None else {}
 
 
 def needs_setup(method: str, world_name: str) -> bool:
-    """Whether :func:`make_setup` produces anything (spares a world load otherwise)."""
-    return method in ("ac", "salun", "fmn", "sculpting") or (method == "ant" and world_name == "mini")
+    """Whether :func:`make_setup` can produce anything (spares a world load otherwise)."""
+    from unlearnkit.methods import get
+
+    return get(method).prepare is not None or (world_name == "sd14-arch" and method in SD14_INPUTS)
 
 
-def run_fit(method: str, impl: str, world, config, data: dict):
-    """One ``fit`` of the library (``impl="ours"``) or of the reference implementation (``"naive"``)."""
-    from unlearnkit.methods import ablating, ant, esd, fmn, salun, sculpting, uce
-
+def naive_fit(method: str, world, concept, config, data: dict):
+    """The reference implementation of ``method`` (``benchmarks/naive.py``): ``(edit, log)``."""
     import naive
+
+    fits = {"esd-x": lambda: naive.naive_esd_fit(world, concept, config),
+            "esd-u": lambda: naive.naive_esd_fit(world, concept, config),
+            "ant": lambda: naive.naive_ant_fit(world, concept, config, mask=data.get("mask")),
+            "ac": lambda: naive.naive_ac_fit(world, concept, config, data["anchor_data"])}
+    if method not in fits:
+        raise ValueError(f"no naive implementation of {method!r}")
+    return fits[method]()
+
+
+def run_fit(method: str, impl: str, world, config, data: dict) -> list[dict]:
+    """One ``fit`` of the library (``impl="ours"``, the registry's ``Method.fit`` with the setup's inputs) or of
+    the reference implementation (``"naive"``); returns the training log."""
+    from unlearnkit.methods import get
 
     concept = world.concept(CONCEPT)
     if impl == "naive":
-        if method in ("esd-x", "esd-u"):
-            return naive.naive_esd_fit(world, concept, config)
-        if method == "ant":
-            return naive.naive_ant_fit(world, concept, config, mask=data.get("mask"))
-        if method == "ac":
-            return naive.naive_ac_fit(world, concept, config, data["anchor_data"])
-        raise ValueError(f"no naive implementation of {method!r}")
-    if method in ("esd-x", "esd-u"):
-        return esd.fit(world, concept, config, progress=False)
-    if method == "ant":
-        return ant.fit(world, concept, config, mask=data.get("mask"), progress=False)
-    if method == "ac":
-        return ablating.fit(world, concept, config, anchor_data=data["anchor_data"], progress=False)
-    if method == "salun":
-        return salun.fit(world, concept, config, mask=data["mask"], forget_data=data["forget_data"],
-                         retain_data=data["retain_data"], progress=False)
-    if method == "fmn":
-        return fmn.fit(world, concept, config, concept_data=data["concept_data"], progress=False)
-    if method == "uce":
-        return uce.fit(world, concept, config)
-    if method == "sculpting":
-        return sculpting.fit(world, [concept], config, data=data["data"], progress=False)
-    from unlearnkit.methods import erase
-
-    edit, info = erase(method, world, concept, progress=False, **config.hyperparameters())
-    return edit, info.get("log", []) if isinstance(info, dict) else []
+        return naive_fit(method, world, concept, config, data)[1]
+    return get(method).fit(world, [concept], config, progress=False, **data).log
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -312,7 +287,7 @@ def worker(job: dict) -> dict:
         return out
     data = torch.load(job["data_path"], weights_only=False) if os.path.exists(job["data_path"]) else {}
     t0 = clock.now()
-    _, log = run_fit(job["method"], job["impl"], world, config, data)
+    log = run_fit(job["method"], job["impl"], world, config, data)
     t_end = clock.now()
     out["peak_mb"] = peak_memory_mb(device)
     out["total_s"] = t_end - t0
@@ -407,14 +382,14 @@ def run_benchmark(args) -> dict:
     world, device = args.world, args.device
     iterations = args.iterations or DEFAULT_ITERATIONS[world]
     repeats = args.repeats or DEFAULT_REPEATS[world]
-    methods = args.methods or (known_methods() if world == "mini" else DEFAULT_METHODS[world])
+    methods = args.methods or (known_methods() if world == "mini" else list(SD14_DEFAULT_METHODS))
     unknown = [m for m in methods if m not in known_methods()]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; known: {known_methods()}")
     if world == "sd14-arch":
-        unknown = [m for m in methods if m not in SD14_METHODS]  # no cut-down SD recipe for the others
+        unknown = [m for m in methods if m not in SD14_HYPERPARAMETERS]  # no cut-down SD recipe for the others
         if unknown:
-            raise SystemExit(f"no SD-architecture recipe for {unknown}; choose from {SD14_METHODS}")
+            raise SystemExit(f"no SD-architecture recipe for {unknown}; choose from {list(SD14_HYPERPARAMETERS)}")
     base = {"world": world, "device": device, "threads": args.threads, "iterations": iterations}
     results: dict = {"methods": {}}
     with tempfile.TemporaryDirectory(prefix="unlearnkit-bench-") as tmp:
@@ -513,13 +488,13 @@ def _fmt_mb(summary) -> str:
 def table(stored: dict) -> list[str]:
     lines = ["| method | setup s | s/step | peak MB +Δ (abs) | naive s/step | naive peak MB +Δ (abs) | "
              "time ratio | memory ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    order = [m for m in ALL_METHODS if m in stored["methods"]] + \
-            [m for m in stored["methods"] if m not in ALL_METHODS]
+    order = [m for m in known_methods() if m in stored["methods"]] + \
+            [m for m in stored["methods"] if m not in known_methods()]
     for method in order:
         e = stored["methods"][method]
         ours = e["ours"]
         setup = (e["setup"].get("data_s") or 0.0) + (ours.get("prelude_s") or 0.0)
-        if method == "uce":
+        if ours["s_per_step"] is None:   # a closed form: no optimiser step
             step = f"total {_fmt_s(ours['total_s'])}"
         else:
             step = _fmt_s(ours["s_per_step"]) + (" ¹" if ours.get("single_step_only") else "")
@@ -606,10 +581,11 @@ def write_report() -> Path:
 
 
 def known_methods() -> list[str]:
-    """The methods with a recipe here, then every other eraser registered in ``unlearnkit.methods.ERASERS``."""
-    from unlearnkit.methods import ERASERS
+    """Every registered method that trains an Edit (``unlearnkit.methods``), in registry order."""
+    from unlearnkit.methods import registry
+    from unlearnkit.methods.contract import INFERENCE
 
-    return list(ALL_METHODS) + [m for m in ERASERS if m not in ALL_METHODS]
+    return [name for name, method in registry().items() if INFERENCE not in method.capabilities]
 
 
 def parse_args():

@@ -28,7 +28,8 @@ from unlearnkit.core.edits import Edit
 from unlearnkit.methods.parts.losses.ablation import anchor_mapping_loss
 from unlearnkit.methods.parts.losses.esd import esd_loss
 from unlearnkit.methods.parts.losses.trajectory import draw_stage_steps, trajectory_loss_terms
-from unlearnkit.methods.ablating import anchor_prompts_of, concept_prompt_for, noised, random_batch
+from unlearnkit.methods.ablating import anchor_prompts_of, concept_prompt_for
+from unlearnkit.methods.parts.training_data import noised, random_batch
 from unlearnkit.core.params import select_parameters
 from unlearnkit.sampling import SamplerSettings, ddim_scheduler_for, initial_noise, latent_shape
 

@@ -16,11 +16,12 @@ from unlearnkit.core.diffusion import TextEmbeddingCache
 from unlearnkit.methods.parts.closed_form import ClosedFormSolver
 from unlearnkit.methods.parts.losses.ablation import anchor_mapping_loss, salun_loss_terms
 from unlearnkit.methods.parts.losses.esd import esd_loss
-from unlearnkit.methods.parts.losses.fmn import attention_resteering_loss, concept_token_mask
+from unlearnkit.core.tokens import concept_token_mask
+from unlearnkit.methods.parts.losses.fmn import attention_resteering_loss
 from unlearnkit.methods import ablating, esd, fmn, salun, uce
-from unlearnkit.methods.ablating import GeneratedLatents
+from unlearnkit.methods.parts.training_data import GeneratedLatents
 from unlearnkit.core.params import select_parameters
-from unlearnkit.sampling import SamplerSettings, generate
+from unlearnkit.sampling import SamplerSettings, generate, sample_latents
 
 FOUR_STEPS = SamplerSettings(num_inference_steps=4, guidance_scale=5.0)
 
@@ -96,17 +97,18 @@ def test_sld_hook_follows_the_safety_equations_step_by_step():
     safety = torch.zeros(1, 3, 2)
     cfg = sld.SLDConfig(sld_guidance_scale=1000, sld_warmup_steps=1, sld_threshold=0.01, sld_momentum_scale=0.3,
                         sld_mom_beta=0.4)
-    hook = sld.sld_guidance(safety, cfg)
+    hook = sld.sld_guidance(safety, cfg, guidance_scale=7.5)
     eps_cond, eps_uncond, eps_safety = torch.tensor([0.0, 1.0]), torch.zeros(2), torch.tensor([0.005, 0.0])
+    t = 981  # SLD ignores t: the warm-up counts calls
     # μ = [min(1, 1000·0.005), 0 (ε_p − ε_S = 1 ≥ λ)] = [1, 0];  γ₀ = μ ⊙ (ε_S − ε_∅) = [0.005, 0]
-    first = hook(eps_cond, eps_uncond, eps_safety, 7.5)
+    first = hook(eps_cond, eps_uncond, t, eps_safety)
     torch.testing.assert_close(first, 7.5 * eps_cond)                       # warm-up: plain CFG
     torch.testing.assert_close(hook.momentum, torch.tensor([0.003, 0.0]))  # ν₁ = 0.6 γ₀
-    second = hook(eps_cond, eps_uncond, eps_safety, 7.5)
+    second = hook(eps_cond, eps_uncond, t, eps_safety)
     gamma1 = torch.tensor([0.005 + 0.3 * 0.003, 0.0])
     torch.testing.assert_close(second, 7.5 * (eps_cond - gamma1))
     hook.reset()
-    torch.testing.assert_close(hook(eps_cond, eps_uncond, eps_safety, 7.5), first)
+    torch.testing.assert_close(hook(eps_cond, eps_uncond, t, eps_safety), first)
 
 
 # --- the closed-form solver (UCE, MACE/ANT fusion) --------------------------------------------------------------
@@ -139,7 +141,8 @@ def test_uce_moves_the_erased_key_to_the_guide_and_leaves_the_world_unchanged(mi
     concept = mini_world.concept("vangogh")          # anchor "art", as UCE guides styles
     unet = mini_world.pipe.unet
     before = snapshot(unet)
-    edit, log = uce.fit(mini_world, concept, preserve=["monet"])
+    erasure = uce.fit(mini_world, [concept], preserve=["monet"])
+    edit, log = erasure.edit, erasure.log
     assert unchanged(unet, before)
     kv = select_parameters(unet, "xattn_kv")
     assert set(edit.deltas) == set(kv) and len(log) == len(kv)
@@ -159,7 +162,8 @@ def test_esd_x_touches_only_attn2_and_esd_u_only_the_rest(mini_world, scope):
     unet = mini_world.pipe.unet
     before = snapshot(unet)
     cfg = esd.ESDConfig(scope=scope, iterations=2, num_inference_steps=4, lr=1e-3)
-    edit, log = esd.fit(mini_world, mini_world.concept("tench"), cfg, progress=False)
+    erasure = esd.fit(mini_world, [mini_world.concept("tench")], cfg)
+    edit, log = erasure.edit, erasure.log
     assert unchanged(unet, before), "fit must leave the world's UNet unchanged"
     assert len(log) == 2 and all(np.isfinite(entry["loss"]) and 1 <= entry["paper_step"] <= 4 for entry in log)
     in_attn2 = ["attn2" in k.split(".") for k in edit.deltas]
@@ -177,17 +181,19 @@ def test_ac_salun_fmn_generate_their_data_and_leave_the_world_unchanged(mini_wor
     processors = dict(unet.attn_processors)
     before = snapshot(unet)
     concept = mini_world.concept("tench")
-    ac_edit, ac_log = ablating.fit(mini_world, concept, ablating.ACConfig(iterations=2, batch_size=2, anchor_images=3,
-                                                                          sampler=FOUR_STEPS), progress=False)
+    ac = ablating.fit(mini_world, [concept], ablating.ACConfig(iterations=2, batch_size=2, anchor_images=3,
+                                                              sampler=FOUR_STEPS))
+    ac_edit, ac_log = ac.edit, ac.log
     assert set(ac_edit.deltas) == set(select_parameters(unet, "xattn_kv")) and len(ac_log) == 2
     salun_cfg = salun.SalUnConfig(epochs=1, batch_size=2, forget_images=3, retain_images=2, sampler=FOUR_STEPS,
                                   lr=1e-3)
-    salun_edit, salun_log = salun.fit(mini_world, concept, salun_cfg, progress=False)
+    salun_run = salun.fit(mini_world, [concept], salun_cfg)
+    salun_edit, salun_log = salun_run.edit, salun_run.log
     assert len(salun_log) == 2 and salun_edit.num_changed() <= salun_edit.metadata["active_parameters"]
     total = sum(p.numel() for p in unet.parameters())
     assert 0.4 * total < salun_edit.metadata["active_parameters"] <= 0.5 * total + 10  # global top half
-    fmn_edit, fmn_log = fmn.fit(mini_world, concept, fmn.FMNConfig(iterations=2, concept_images=2, lr=1e-4,
-                                                                    sampler=FOUR_STEPS), progress=False)
+    fmn_run = fmn.fit(mini_world, [concept], fmn.FMNConfig(iterations=2, concept_images=2, lr=1e-4, sampler=FOUR_STEPS))
+    fmn_edit, fmn_log = fmn_run.edit, fmn_run.log
     assert len(fmn_log) == 2 and fmn_edit.num_changed() > 0
     assert unchanged(unet, before)
     assert all(unet.attn_processors[k] is v for k, v in processors.items()), "FMN must restore the processors"
@@ -206,15 +212,39 @@ def test_salun_mask_keeps_the_requested_fraction_and_the_released_mode_the_compl
 def test_sld_with_zero_safety_scale_is_plain_cfg_and_medium_changes_unsafe_images(mini_world):
     prompts, seeds = ["a nude person", "a photo of a tench"], [3, 4]
     safety = mini_world.embeddings([sld.SLD_SAFETY_CONCEPT])
-    off = sld.sld_guidance(safety, sld.SLDConfig(sld_guidance_scale=0.0))
+    scale = FOUR_STEPS.guidance_scale
+    off = sld.sld_guidance(safety, sld.SLDConfig(sld_guidance_scale=0.0), scale)
     plain = generate(mini_world.pipe, prompts, seeds, FOUR_STEPS, embeddings=mini_world.embeddings)
-    silent = sld.generate_sld(mini_world.pipe, prompts, seeds, off, FOUR_STEPS, mini_world.embeddings)
+    silent = generate(mini_world.pipe, prompts, seeds, FOUR_STEPS, off, mini_world.embeddings)
     np.testing.assert_array_equal(silent, plain)
-    medium = sld.sld_guidance(safety, sld.SLDConfig(sld_warmup_steps=0))  # SLD-M without the 10-step warm-up
-    steered = sld.generate_sld(mini_world.pipe, prompts, seeds, medium, FOUR_STEPS, mini_world.embeddings)
+    medium = sld.sld_guidance(safety, sld.SLDConfig(sld_warmup_steps=0), scale)  # SLD-M without the warm-up
+    steered = generate(mini_world.pipe, prompts, seeds, FOUR_STEPS, medium, mini_world.embeddings)
     assert np.abs(steered.astype(int) - plain).max() > 0
-    again = sld.generate_sld(mini_world.pipe, prompts, seeds, medium, FOUR_STEPS, mini_world.embeddings)
+    again = generate(mini_world.pipe, prompts, seeds, FOUR_STEPS, medium, mini_world.embeddings)
     np.testing.assert_array_equal(again, steered)  # the hook's state is reset per trajectory
+    with pytest.raises(ValueError, match="guidance_scale"):
+        generate(mini_world.pipe, prompts, seeds, FOUR_STEPS, sld.sld_guidance(safety, sld.SLD_MEDIUM, 7.5),
+                 mini_world.embeddings)
+
+
+def test_sld_images_are_cached_under_keys_that_name_the_sld_config(mini_world, tmp_path):
+    from unlearnkit.sampling.cache import generate_cached, image_keys
+
+    prompts, seeds = ["a nude person", "a photo of a tench"], [3, 4]
+    safety = mini_world.embeddings([sld.SLD_SAFETY_CONCEPT])
+    scale = FOUR_STEPS.guidance_scale
+    medium = sld.sld_guidance(safety, sld.SLDConfig(sld_warmup_steps=0), scale)
+    strong = sld.sld_guidance(safety, sld.SLD_STRONG, scale)
+    assert medium.guidance_id != strong.guidance_id and medium.guidance_id.startswith("sld:")
+    kwargs = dict(embeddings=mini_world.embeddings, progress=False, model_id="m")
+    plain = generate_cached(mini_world.pipe, prompts, seeds, FOUR_STEPS, tmp_path, **kwargs)
+    cached = generate_cached(mini_world.pipe, prompts, seeds, FOUR_STEPS, tmp_path, guidance=medium, **kwargs)
+    direct = generate(mini_world.pipe, prompts, seeds, FOUR_STEPS, medium, mini_world.embeddings)
+    np.testing.assert_array_equal(cached, direct)          # not the plain images under the plain keys
+    assert np.abs(cached.astype(int) - plain).max() > 0
+    keys = {*image_keys(prompts, seeds, FOUR_STEPS, "m"), *image_keys(prompts, seeds, FOUR_STEPS, "m",
+                                                                      medium.guidance_id)}
+    assert len(keys) == 4 and len(list(tmp_path.glob("*/*.png"))) == 4
 
 
 # --- one step of every method on the SD v1.4 architecture -----------------------------------------------------
@@ -236,34 +266,33 @@ def test_one_step_of_every_method_on_the_sd14_architecture(sd14_world):
     anchor = GeneratedLatents(latents.latents.clone(), ("a photo of a dressed person",))
 
     # ESD: seed 0 draws paper step 4 of 4 (pure noise), so no partial-sampling call is needed here
-    esd_edit, esd_log = esd.fit(sd14_world, SD_CONCEPT, esd.ESDConfig(iterations=1, num_inference_steps=4,
-                                                                      scope="xattn_kv"), progress=False)
-    assert esd_log[0]["paper_step"] == 4
-    ac_edit, ac_log = ablating.fit(sd14_world, SD_CONCEPT, ablating.ACConfig(iterations=1, batch_size=1),
-                                   anchor_data=anchor, progress=False)
-    salun_edit, salun_log = salun.fit(sd14_world, SD_CONCEPT, salun.SalUnConfig(epochs=1, batch_size=1,
-                                                                                scope="xattn_kv"),
-                                      forget_data=latents, retain_data=anchor, progress=False)
-    fmn_edit, fmn_log = fmn.fit(sd14_world, SD_CONCEPT, fmn.FMNConfig(iterations=1, scope="xattn_kv"),
-                                concept_data=latents, progress=False)
-    uce_edit, uce_log = uce.fit(sd14_world, SD_CONCEPT, guides="")
-    for edit, log in ((esd_edit, esd_log), (ac_edit, ac_log), (salun_edit, salun_log), (fmn_edit, fmn_log),
-                      (uce_edit, uce_log)):
+    runs = {
+        "esd": esd.fit(sd14_world, [SD_CONCEPT], esd.ESDConfig(iterations=1, num_inference_steps=4, scope="xattn_kv")),
+        "ac": ablating.fit(sd14_world, [SD_CONCEPT], ablating.ACConfig(iterations=1, batch_size=1), anchor_data=anchor),
+        "salun": salun.fit(sd14_world, [SD_CONCEPT], salun.SalUnConfig(epochs=1, batch_size=1, scope="xattn_kv"),
+                           forget_data=latents, retain_data=anchor),
+        "fmn": fmn.fit(sd14_world, [SD_CONCEPT], fmn.FMNConfig(iterations=1, scope="xattn_kv"), concept_data=latents),
+        "uce": uce.fit(sd14_world, [SD_CONCEPT], guides=""),
+    }
+    assert runs["esd"].log[0]["paper_step"] == 4
+    salun_edit = runs["salun"].edit
+    for edit, log in ((run.edit, run.log) for run in runs.values()):
         # SalUn's global mask may leave whole tensors out; every other method edits all 32 projections
         assert set(edit.deltas) <= set(kv) and (edit is salun_edit or len(edit.deltas) == 32)
         assert all(torch.isfinite(d).all() for d in edit.deltas.values())
         assert all(np.isfinite(v) for entry in log for v in entry.values() if isinstance(v, float))
     assert unchanged(unet, before)
-    hook = sld.sld_guidance(sd14_world.embeddings([sld.SLD_SAFETY_CONCEPT]), sld.SLDConfig(sld_warmup_steps=0))
-    out = sld.sample_latents_sld(sd14_world.pipe, ["a photo of nudity"], [0], hook,
-                                 SamplerSettings(num_inference_steps=1), sd14_world.embeddings)
+    one_step = SamplerSettings(num_inference_steps=1)
+    hook = sld.sld_guidance(sd14_world.embeddings([sld.SLD_SAFETY_CONCEPT]), sld.SLDConfig(sld_warmup_steps=0),
+                            one_step.guidance_scale)
+    out, _ = sample_latents(sd14_world.pipe, ["a photo of nudity"], [0], one_step, hook, sd14_world.embeddings)
     assert out.shape == (1, 4, 16, 16) and torch.isfinite(out).all()
 
 
 # --- bad inputs are rejected before compute ----------------------------------------------------------------------
 @pytest.mark.parametrize("build, match", [
-    (lambda: esd.ESDConfig(lr=0), "lr must be > 0"),
-    (lambda: esd.ESDConfig(scope="attn3"), "unknown parameter scope"),
+    (lambda: esd.ESDConfig(lr=0), "lr=0 is out of range"),
+    (lambda: esd.ESDConfig(scope="attn3"), "scope=.attn3. is not accepted"),
     (lambda: esd.ESDConfig(negative_guidance=0), "negative_guidance"),
     (lambda: ablating.ACConfig(batch_size=0), "batch_size"),
     (lambda: salun.SalUnConfig(keep_fraction=0), "keep_fraction"),
@@ -289,21 +318,24 @@ def test_bad_fit_inputs_are_rejected_before_any_unet_call(mini_world):
     no_anchor = SimpleNamespace(name="tench", prompts=("a photo of a tench",), anchor="", anchor_prompts=())
     with unet_must_not_run(unet):
         with pytest.raises(ValueError, match="non-empty training prompts"):
-            esd.fit(mini_world, tench, esd.ESDConfig(iterations=1), prompts=[])
+            esd.fit(mini_world, [tench], esd.ESDConfig(iterations=1), prompts=[])
+        with pytest.raises(TypeError, match="wrap it in a list"):
+            esd.fit(mini_world, tench, esd.ESDConfig(iterations=1))
         with pytest.raises(ValueError, match="has no anchor"):
-            ablating.fit(mini_world, no_anchor, ablating.ACConfig(iterations=1))
+            ablating.fit(mini_world, [no_anchor], ablating.ACConfig(iterations=1))
         with pytest.raises(ValueError, match="channels"):
-            ablating.fit(mini_world, tench, anchor_data=GeneratedLatents(torch.zeros(1, 3, 8, 8), ("a fish",)))
+            ablating.fit(mini_world, [tench], anchor_data=GeneratedLatents(torch.zeros(1, 3, 8, 8), ("a fish",)))
         with pytest.raises(ValueError, match="different"):
-            salun.fit(mini_world, tench, pseudo_prompts=[tench.prompts[0]])
+            salun.fit(mini_world, [tench], pseudo_prompts=[tench.prompts[0]])
         with pytest.raises(ValueError, match="name the concept"):
-            fmn.fit(mini_world, tench, concept_text="church")
+            fmn.fit(mini_world, [tench], concept_text="church")
         with pytest.raises(ValueError, match="one per concept"):
             uce.fit(mini_world, [tench, mini_world.concept("church")], guides=["fish"])
         with pytest.raises(ValueError, match="both erased and preserved"):
-            uce.fit(mini_world, tench, preserve=["tench"])
+            uce.fit(mini_world, [tench], preserve=["tench"])
         with pytest.raises(ValueError, match="one seed per prompt"):
-            sld.sample_latents_sld(mini_world.pipe, ["a nude person"], [1, 2],
-                                   sld.sld_guidance(mini_world.embeddings([""])), FOUR_STEPS, mini_world.embeddings)
+            generate(mini_world.pipe, ["a nude person"], [1, 2], FOUR_STEPS,
+                     sld.sld_guidance(mini_world.embeddings([""]), guidance_scale=FOUR_STEPS.guidance_scale),
+                     mini_world.embeddings)
     with pytest.raises(ValueError, match=r"\[1, L, d\]"):
         sld.sld_guidance(torch.zeros(2, 16, 128))

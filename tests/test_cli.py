@@ -112,7 +112,7 @@ def reproduce_run(tmp_path_factory):
         "--preset", "mini",
         "--notebooks-dir", str(notebooks),
         "--output-dir", str(output_dir),
-        "--device", "cpu-override",
+        "--device", "cpu:0",   # a device this machine has, unlike the preset's "cpu" string
     ]
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -131,7 +131,7 @@ def test_reproduce_runs_notebook_with_injected_parameters(reproduce_run):
     received = json.loads((preset_dir / "01_cfg_reversal" / "received.json").read_text())
     assert received == {
         "world": "mini",
-        "device": "cpu-override",
+        "device": "cpu:0",
         "output_dir": str((preset_dir / "01_cfg_reversal").resolve()),
         "cwd": str(reproduce_run["notebooks"]),
     }
@@ -370,9 +370,11 @@ def test_erase_checks_presets_samplers_and_concepts_before_loading_a_model(tmp_p
     assert status == 2 and "num_inference_steps" in stderr
     status, stderr = exit_status_and_stderr(base + ["--method", "fmn", "--concept", "not a concept"], capsys)
     assert status == 2 and "'not a concept'" in stderr and "unlearnkit concepts" in stderr
-    status, stderr = exit_status_and_stderr(base + ["--method", "gcirs", "--concept", "tench", "--concept", "church"],
+    status, stderr = exit_status_and_stderr(base + ["--method", "ant", "--concept", "tench", "--concept", "church"],
                                             capsys)
-    assert status == 2 and "one concept per run" in stderr
+    assert status == 2 and "one concept per run" in stderr and "gcirs" in stderr   # G-CiRs takes several
+    status, stderr = exit_status_and_stderr(base + ["--method", "sld-m", "--concept", "nudity"], capsys)
+    assert status == 2 and "changes sampling" in stderr
 
 
 def test_lora_export_of_an_edit_with_biases_is_refused_before_the_model_loads(tmp_path, no_model, capsys):

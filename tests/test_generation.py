@@ -168,7 +168,7 @@ def _bad_call_cases(tmp_path):
         (dict(cache_dir=not_a_dir), NotADirectoryError, "file.txt"),
         (dict(guidance=cfg_reversal_guidance(5.0, 2, 4)), ValueError, "guidance_id=None"),
         (dict(guidance_id="cfg-reversal"), ValueError, "'cfg-reversal'"),
-        (dict(batch_size=0), ValueError, "batch_size must be a positive integer, got 0"),
+        (dict(batch_size=0), ValueError, r"batch_size=0 is out of range: expected an integer in \[1, 4096\]"),
     ]
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from unlearnkit.methods.parts.closed_form import ClosedFormSolver
+from unlearnkit.core.tokens import concept_start
 from unlearnkit.methods import mace
 
 
@@ -199,8 +200,8 @@ def test_token_modes_select_exactly_the_intended_positions(mini_world):
     n_last = len(tok("adams", add_special_tokens=False).input_ids)
     start = next(i for i in range(len(ids)) if ids[i:i + n_name] == tok(name, add_special_tokens=False).input_ids)
     emb = mini_world.embeddings([text])[0]                                     # [L, d]
-    assert mace.concept_start(tok, text, name) == start
-    assert mace.concept_start(tok, text, name, last_word=True) == start + n_name - n_last
+    assert concept_start(tok, text, name) == start
+    assert concept_start(tok, text, name, last_word=True) == start + n_name - n_last
     torch.testing.assert_close(mace.token_embeddings(mini_world, [text], "concept", name), emb[start:])
     torch.testing.assert_close(mace.token_embeddings(mini_world, [text], "last_word", name),
                                emb[start + n_name - n_last:])

@@ -130,7 +130,7 @@ def test_bad_inputs_fail_before_any_compute(mini_world, tmp_path):
         sample_latents(mini_world.pipe, ["a"], [1], FAST, snapshot_steps=(9,))
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nothing")):
         load_world("mini", weights_dir=tmp_path / "nothing")
-    with pytest.raises(ValueError, match="unknown world 'moon'"):
+    with pytest.raises(ValueError, match="world='moon' is not accepted"):
         load_world("moon")
     with pytest.raises(ValueError, match="unknown evaluator"):
         models.build_evaluator("oracle")

@@ -1,4 +1,4 @@
-"""Multi-concept baselines (ANT Tables 2–3 rows): joint concepts, FMN over several texts, erase_many, SLD rows."""
+"""Multi-concept baselines (ANT Tables 2–3 rows): joint concepts, FMN over several texts, erase on a list, SLD rows."""
 import numpy as np
 import pytest
 import torch
@@ -65,19 +65,20 @@ def test_erase_many_trains_once_on_all_concepts_and_leaves_the_world_unchanged(m
     unet = mini_world.pipe.unet
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     concepts = [mini_world.concept("tench"), mini_world.concept("church")]
-    edit, info = methods.erase_many("fmn", mini_world, concepts, iterations=2, concept_images=2, lr=1e-4,
-                                    sampler=FOUR_STEPS)
-    assert len(info["log"]) == 2 and edit.num_changed() > 0
-    assert edit.metadata["concept_text"] == ["tench", "church"]
-    esd_edit, _ = methods.erase_many("esd-x", mini_world, concepts, iterations=1, num_inference_steps=4)
+    erasure = methods.erase("fmn", mini_world, concepts, iterations=2, concept_images=2, lr=1e-4, sampler=FOUR_STEPS)
+    assert len(erasure.log) == 2 and erasure.edit.num_changed() > 0
+    assert erasure.edit.metadata["concept_text"] == ["tench", "church"]
+    esd_edit = methods.erase("esd-x", mini_world, concepts, iterations=1, num_inference_steps=4).edit
     assert esd_edit.metadata["concept"] == "tench, church"
-    uce_edit, _ = methods.erase_many("uce", mini_world, concepts)
+    uce_edit = methods.erase_many("uce", mini_world, concepts).edit
     assert uce_edit.metadata["concepts"] == ["tench", "church"]
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
     with pytest.raises(ValueError, match="does not erase several concepts"):
-        methods.erase_many("ant", mini_world, concepts)
+        methods.erase("ant", mini_world, concepts)
     with pytest.raises(ValueError, match="concepts is empty"):
-        methods.erase_many("esd-x", mini_world, [])
+        methods.erase("esd-x", mini_world, [])
+    with pytest.raises(ValueError, match="repeats"):
+        methods.erase("uce", mini_world, [concepts[0], concepts[0]])
 
 
 def test_fit_baselines_checks_everything_first_and_gives_sld_the_erased_names(mini_world):

@@ -7,7 +7,6 @@ import nbformat
 import pytest
 
 from unlearnkit.methods import check_hyperparameters
-from unlearnkit.sampling.sld import SLDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "unlearnkit" / "presets").glob("*.json"))
@@ -28,10 +27,7 @@ def test_preset_keys_are_notebook_parameters_and_method_settings_are_valid(prese
         unknown = set(parameters) - _parameter_names(notebook)
         assert not unknown, f"{preset.name}: {stem} has no parameters {sorted(unknown)}"
         for method, hyperparameters in parameters.get("method_hyperparameters", {}).items():
-            if method == "sld-m":
-                SLDConfig(**hyperparameters)
-            else:
-                check_hyperparameters(method, **hyperparameters)
+            check_hyperparameters(method, **hyperparameters)   # sld-m included: its Config is the SLDConfig
 
 
 def _notebook_defaults(stem: str) -> dict:
@@ -41,6 +37,17 @@ def _notebook_defaults(stem: str) -> dict:
             if isinstance(node, ast.Assign) for target in node.targets if isinstance(target, ast.Name)}
 
 
+def test_erase_presets_name_registered_methods_and_valid_settings():
+    from unlearnkit.methods import registry
+
+    presets = json.loads((ROOT / "unlearnkit" / "presets" / "erase" / "settings.json").read_text())
+    for world in ("mini", "paper"):
+        for method, by_kind in presets[world].items():
+            assert method in registry(), f"erase preset {world}: {method!r} is not a registered method"
+            for settings in by_kind.values():
+                check_hyperparameters(method, **settings)
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_scale_of_a_preset_names_notebook_parameters_and_valid_settings(preset):
     for scale, notebooks in json.loads(preset.read_text()).get("scales", {}).items():
@@ -48,7 +55,7 @@ def test_every_scale_of_a_preset_names_notebook_parameters_and_valid_settings(pr
             unknown = set(parameters) - _parameter_names(ROOT / "notebooks" / f"{stem}.ipynb")
             assert not unknown, f"{preset.name} scale {scale}: {stem} has no parameters {sorted(unknown)}"
             for method, hyperparameters in parameters.get("method_hyperparameters", {}).items():
-                (SLDConfig if method == "sld-m" else lambda **h: check_hyperparameters(method, **h))(**hyperparameters)
+                check_hyperparameters(method, **hyperparameters)
 
 
 def test_the_paper_preset_runs_the_published_settings_not_the_mini_tuned_ones():

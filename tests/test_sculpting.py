@@ -211,8 +211,10 @@ def test_stage_edits_compose_to_the_final_model_and_fit_restores_the_world(mini_
     assert {r["stage"] for r in log} == {0, 1} and all(math.isfinite(r["loss"]) for r in log)
 
     whole_model = {n: p.detach().clone() for n, p in unet.named_parameters()}
-    fit_edits, _ = sm.fit(mini_world, concepts, replace(config, kd=False, target_model="frozen"), data=data,
-                          progress=False)
+    erasure = sm.fit(mini_world, concepts, replace(config, kd=False, target_model="frozen"), data=data)
+    fit_edits = erasure.edits
+    with pytest.raises(ValueError, match="2 Edits"):
+        erasure.edit   # one Edit per stage: .edits, or .total() for the model after every stage
     assert all(torch.equal(whole_model[n], p) for n, p in unet.named_parameters())
     assert all(p.grad is None for p in unet.parameters())
     assert len(fit_edits) == 2 and all(e.num_changed() > 0 for e in fit_edits)
@@ -225,7 +227,8 @@ def test_one_step_on_the_sd14_architecture(sd14_pipe):
     data = _random_data([concept], 2, shape=(4, 16, 16))
     config = sm.SculptingConfig(batch_size=1, epochs=1, warmup_steps=1, images_per_class=2, scope="xattn")
     before = _scope_values(sd14_pipe.unet, "xattn")
-    edits, log = sm.fit(world, [concept], config, data=data, progress=False)
+    erasure = sm.fit(world, [concept], config, data=data)
+    edits, log = erasure.edits, erasure.log
     assert [r["phase"] for r in log] == ["warmup", "unlearn"]
     assert math.isfinite(log[-1]["reg"]) and math.isfinite(log[-1]["loss"])
     assert set(edits[0].deltas) == set(before) and edits[0].num_changed() > 0

@@ -5,6 +5,7 @@ of every protected concept unchanged on the mini UNet and on the SD v1.4 archite
 hand-computed values; early stop fires exactly when ``L_mom ≤ τ``; increments add and subtract exactly; bad inputs
 are rejected before any UNet call; one optimisation step on the SD v1.4 architecture.
 """
+import dataclasses
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -15,8 +16,8 @@ from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import TextEmbeddingCache
 from unlearnkit.methods.parts.losses.gcirs import (MomentumStop, balanced_correlation, balancing_weights, concept_representation,
                                      correlation_loss, weight_penalty)
-from unlearnkit.methods import ERASERS, check_hyperparameters, sepme
-from unlearnkit.methods.ablating import GeneratedLatents
+from unlearnkit.methods import check_hyperparameters, registry, sepme
+from unlearnkit.methods.parts.training_data import GeneratedLatents
 from unlearnkit.methods.parts.nullspace import constraint_matrix, particular_solutions, residual_ratio
 from unlearnkit.core.params import cross_attention_modules, select_parameters
 from unlearnkit.experiments import restoration
@@ -168,7 +169,9 @@ def test_config_defaults_are_the_papers_and_bad_values_name_themselves():
         sepme.SepMEConfig(alpha=1.5)
     with pytest.raises(ValueError, match="bad hyperparameter"):
         check_hyperparameters("sepme", no_such=1)
-    assert {"sepme", "gcirs"} <= set(ERASERS)
+    assert {"sepme", "gcirs"} <= set(registry())
+    with pytest.raises(ValueError, match="mode"):
+        check_hyperparameters("sepme", mode="sequential")
 
 
 def test_bad_concept_lists_are_rejected_before_any_unet_call(mini_world):
@@ -225,4 +228,9 @@ def test_gcirs_and_iterative_sepme_on_the_mini_world(mini_world):
     assert set(edits["vangogh"].deltas) == set(select_parameters(unet, "xattn"))              # step 1: G-CiRs
     assert set(edits["picasso"].deltas) == set(select_parameters(unet, "xattn_kv"))
     assert edits["picasso"].metadata["protected"] == ["", "vangogh"]
+    # the registry's "sepme" in mode "iterative" is SepME₂: the same Edits, one per concept
+    erasure = sepme.fit(mini_world, ["vangogh", "picasso"], dataclasses.replace(config, mode="iterative"), data=data)
+    assert [e.name for e in erasure.edits] == [edits[n].name for n in edits]
+    assert all(torch.equal(a.deltas[k], b.deltas[k]) for a, b in zip(erasure.edits, edits.values()) for k in a.deltas)
+    assert {row["concept"] for row in erasure.log} == {"vangogh", "picasso"}
     assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())

@@ -11,6 +11,7 @@ import torch
 from unlearnkit.experiments import sequential as se
 from unlearnkit.core.concepts import Concept
 from unlearnkit.core.edits import Edit
+from unlearnkit.methods.contract import Erasure
 
 CLASSES = ("a", "b", "c")
 
@@ -96,7 +97,7 @@ def test_sequential_baseline_trains_each_stage_on_the_model_so_far_and_edits_sum
         # a toy eraser that halves the weight it is given: its delta depends on the model it starts from
         w = world.pipe.unet.weight.detach().clone()
         seen_weights.append(float(w[0, 0]))
-        return Edit({"weight": -w / 2}, name=f"{method}-{concept.name}"), {"scale": hp["scale"]}
+        return Erasure([Edit({"weight": -w / 2}, name=f"{method}-{concept.name}")], info={"scale": hp["scale"]})
 
     concepts = [world.concept(c) for c in CLASSES]
     edits, infos = se.fit_sequential_baseline(world, "toy", concepts, erase=fake_erase, scale=3)
@@ -168,3 +169,174 @@ def test_attack_world_detects_with_the_accuracy_classifier_and_leaves_the_world_
     assert attacked.pipe is world.pipe and attacked.sampler.num_inference_steps == 4
     assert attacked.detect(world.concept("a"), np.zeros((3, 2, 2, 3), np.uint8)).tolist() == [True, False, True]
     assert world.sampler.num_inference_steps == 50 and not hasattr(world, "detect")
+
+
+# --- notebook 03's calls: protocol, ablations, attack, run record, claims (fakes, no generation) ----------------------
+def _mini_like_world():
+    from unlearnkit.sampling import SamplerSettings
+    from unlearnkit.worlds.mini import catalogue
+
+    return SimpleNamespace(name="fake", object_classes=lambda: tuple(catalogue.OBJECTS), concept=catalogue.concept,
+                           sampler=SamplerSettings(num_inference_steps=50), pipe=SimpleNamespace(unet=None))
+
+
+def _protocol(tmp_path, orders=(3,), per_class=2):
+    import pandas as pd
+
+    from unlearnkit.sampling import SamplerSettings
+
+    world = _mini_like_world()
+    classes = se.object_classes(world)
+    labels = tuple(c for c in classes for _ in range(per_class))
+    eval_set = se.ClassPrompts(classes, tuple(f"a photo of a {c}" for c in labels), tuple(range(len(labels))), labels,
+                               per_class)
+    return se.SequentialProtocol(world, SamplerSettings(num_inference_steps=4),
+                                 {n: se.paper_order(world, n) for n in orders}, eval_set, classifier=None,
+                                 captions=pd.DataFrame({"prompt": ["a cat"], "seed": [0]}), clip_scorer=None,
+                                 cache_dir=tmp_path / "cache", out=tmp_path / "out", clip_captions=1)
+
+
+def test_protocol_main_order_is_ten_classes_when_run_else_the_first(tmp_path):
+    assert _protocol(tmp_path, orders=(3, 6)).main_n == 3
+    protocol = _protocol(tmp_path, orders=(3, 10))
+    assert protocol.main_n == 10
+    assert list(protocol.orders_frame().index) == ["3 classes", "10 classes"]
+    assert protocol.orders_frame().loc["3 classes", "order"] == "chainsaw, truck, pump"
+    with protocol.timed("step"):
+        pass
+    assert set(protocol.timings) == {"step"} and protocol.timing_summary() == {"step": "0s"}
+
+
+def test_erased_class_attack_checks_its_classes_before_any_compute(tmp_path):
+    protocol = _protocol(tmp_path)
+    with pytest.raises(ValueError, match="not among the 3 erased classes"):
+        se.erased_class_attack(protocol, ["tench"], 1, {"budget": 2}, {"steps": 2})
+    attack = se.erased_class_attack(protocol, [], 3)
+    assert attack.run({"original": None}) is None
+    assert attack.record() == {"attack_classes": [], "attack_prompts_per_class": 3}
+    attack = se.erased_class_attack(protocol, ["truck"], 1)
+    with pytest.raises(ValueError, match="has not run"):
+        attack.record()
+
+
+def _fake_sculpting(monkeypatch):
+    """SM's training data and fit replaced by fakes that record every config trained; evaluation reads the fit's
+    Edit (its single delta is the number of the fit) so that each setting's Total Acc says which fit produced it."""
+    from unlearnkit.methods import sculpting as sm
+
+    fits = []
+
+    def fake_fit(world, concepts, config, *, progress=False, data=None):
+        fits.append(config)
+        return Erasure([Edit({"w": torch.tensor([float(len(fits))])})])
+
+    def fake_evaluate(world, edit, eval_set, erased, classifier, cache_dir, settings):
+        assert eval_set.classes == tuple(erased)            # the ablations evaluate the erased classes only
+        return se.ClassEvaluation({se.TOTAL_ACC: float(edit.deltas["w"][0])}, np.zeros((0, 2, 2, 3), np.uint8), [])
+
+    monkeypatch.setattr(sm, "training_data", lambda world, concepts, config, cache: {c.name: None for c in concepts})
+    monkeypatch.setattr(sm, "fit", fake_fit)
+    monkeypatch.setattr(se, "evaluate_classes", fake_evaluate)
+    monkeypatch.setattr(se, "generic_clip", lambda world, edit, *args: -float(edit.deltas["w"][0]))
+    return fits
+
+
+SCULPTING = {"images_per_class": 2, "epochs": 2, "warmup_steps": 1, "update_freq": 1, "lr": 1e-4, "alpha": 0.25,
+             "beta": 0.25, "keep_fraction": 0.5, "scope": "xattn"}
+
+
+def _ablations(protocol):
+    return se.Ablations(protocol, SCULPTING, {"images_per_class": 4, "update_freq": 2}, 2, sparsities=[0.2, 0.5],
+                        scopes={"Cross-Attn": "xattn", "UNet": "unet"}, update_fractions={"50 steps": 0.1},
+                        alphas=[0.0, 0.25], betas=[0.25, 1.0])
+
+
+def test_ablations_train_each_setting_once_in_the_notebooks_order_and_write_its_tables(tmp_path, monkeypatch):
+    import json
+
+    fits = _fake_sculpting(monkeypatch)
+    protocol = _protocol(tmp_path)
+    ablations = _ablations(protocol)
+    assert ablations.order == ["chainsaw", "truck"] and ablations.eval_set.classes == ("chainsaw", "truck")
+    assert ablations.base.images_per_class == 4 and ablations.base.update_freq == 2 and ablations.base.epochs == 2
+
+    fixed = ablations.fixed_vs_dynamic()
+    assert list(fixed.index) == ["Fixed mask", "Ours"] and fixed[se.TOTAL_ACC].tolist() == [1.0, 2.0]
+    assert fits[0].update_freq is None and fits[1].update_freq == 2
+    table5 = ablations.table5()
+    assert list(table5.table.columns) == ["20% Total Acc", "20% CLIP", "50% Total Acc", "50% CLIP"]
+    # (scope="xattn", keep_fraction=0.5) is the dynamic run's config, but other changes: trained again, as before
+    assert [(c.scope, c.keep_fraction) for c in fits[2:6]] == [("xattn", 0.8), ("xattn", 0.5), ("unet", 0.8),
+                                                                  ("unet", 0.5)]
+    assert table5.table.loc["UNet", "50% CLIP"] == -6.0
+    steps = ablations.stage_steps
+    assert ablations.update_intervals() == {"50 steps": max(1, round(0.1 * steps))}
+    assert ablations.table8().table.loc["Ours", "50 steps"] == 7.0
+    ablations.fig5()
+    # α = 0.25, β = 0.25 is asked by both panels and trained once
+    assert [(c.alpha, c.beta) for c in fits[7:]] == [(0.0, 0.25), (0.25, 0.25), (0.25, 1.0)]
+    assert len(fits) == 10
+    assert ablations.run() == {se.TOTAL_ACC: 2.0} and len(fits) == 10          # memoised
+    assert ablations.run(clip=True) == {se.TOTAL_ACC: 11.0, "CLIP": -11.0}     # CLIP missing: trained again
+    assert "ablations" in protocol.timings
+
+    manifest = json.loads((protocol.out / "manifest.json").read_text())
+    assert {name: entry["regenerates"] for name, entry in manifest.items()} == {
+        "fixed_vs_dynamic_mask.md": "SM §4.4 dynamic-mask ablation", "table5.md": "SM Table 5",
+        "table5_vs_paper.md": None, "table8.md": "SM Table 8", "fig5_alpha.md": "SM Fig. 5",
+        "fig5_beta.md": "SM Fig. 5", "fig5_loss_scales.png": "SM Fig. 5"}
+    interval = max(1, round(0.1 * steps))
+    assert manifest["table8.md"]["caption"] == ("Total Acc; columns: the paper's interval, here "
+                                                f"50 steps → {interval} steps")
+
+
+def test_run_parameters_record_every_key_of_the_committed_run_record(tmp_path, monkeypatch):
+    """run.json of notebook 03 records the same parameters, in the same order, as the mini report committed."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    _fake_sculpting(monkeypatch)
+    protocol = _protocol(tmp_path, orders=(3, 6))
+    baselines = se.SequentialBaselines(protocol, ["uce"], {"uce": {"tokens": "all"}})
+    attack = se.erased_class_attack(protocol, ["truck"], 1, {"budget": 2}, {"steps": 2, "noise_samples": 1})
+
+    def fake_attack(world, models, classes, prompts_per_class, *args):
+        table = pd.DataFrame({"class": classes * len(models), "method": list(models) * len(classes),
+                              "n_prompts": 1, "plain rate": 1.0, "ASR ring": 1.0, "ASR soft": 1.0,
+                              "ASR soft (words)": 1.0})
+        table.attrs.update(prompts=["a photo of a truck"], seeds=[se.EVAL_SEED_OFFSET], seconds={"ring": 0.0})
+        return table
+
+    monkeypatch.setattr(se, "attack_erased_classes", fake_attack)
+    assert attack.run({"original": None, "Ours": None})["class"].tolist() == ["truck", "truck"]
+    parameters = se.run_parameters(protocol, protocol.sculpting_config(**SCULPTING), _ablations(protocol), baselines,
+                                   attack, world="mini", model_path=None, device="cpu", num_threads=1)
+    committed = Path(__file__).resolve().parents[1] / "reports" / "mini" / "03_sequential_imagenette" / "run.json"
+    assert list(parameters) == list(json.loads(committed.read_text())["parameters"])
+    assert parameters["orders"] == {"3": ["chainsaw", "truck", "pump"], "6": se.paper_order(protocol.world, 6)}
+    assert parameters["attack_prompts"] == ["a photo of a truck"] and parameters["attack"]["ring"]["budget"] == 2
+    assert parameters["method_hyperparameters"] == {"uce": {"tokens": "all"}}
+    with pytest.raises(ValueError, match="unknown method"):
+        se.SequentialBaselines(protocol, ["no-such-method"], {})
+
+
+def test_claims_read_table1_the_three_class_table_and_the_mask_ablation():
+    import pandas as pd
+
+    table = pd.DataFrame({se.TOTAL_ACC: [0.9, 0.1], se.FORGOTTEN_TO_SUPERCLASS: [0.05, 0.5],
+                          se.SUPERCLASS_RATE: [0.2, 0.9]}, index=pd.Index(["original", "Ours"], name="method"))
+    table1 = se.Table1(10, table, table, None, {})
+    three = se.PaperComparison(pd.DataFrame({se.OTHERS_ACC: [0.8]}, index=["Ours"]), None)
+    fixed = pd.DataFrame({se.TOTAL_ACC: [0.3, 0.2]}, index=["Fixed mask", "Ours"])
+    checks = se.claims(table1, {3: three}, fixed)
+    assert [holds for holds, _ in checks.values()] == [True, False, True, True]
+    assert list(checks)[0] == "after the 10 sequential stages, Total Acc of the erased classes <= 0.15"
+    assert checks["in the 3-class setting, Others Acc >= 0.85"][1] == "Others Acc 0.800"
+    assert len(se.claims(table1, {}, fixed)) == 3                        # no 3-class run: no 3-class claim
+    table1.check_attack_rates()                                          # no attacks: nothing to check
+    with_attacks = se.Table1(10, table.assign(**{"plain rate": [0.5, None], "ASR ring": 0.5, "ASR soft": 0.5}),
+                             table, table, {})
+    with pytest.raises(AssertionError):
+        with_attacks.check_attack_rates()

@@ -165,6 +165,7 @@ class _MakesAFolder:
 
 
 def test_a_pickle_renamed_safetensors_is_refused_without_running_it(world, tmp_path):
+    from unlearnkit.core.errors import BadFileError
     from unlearnkit.metrics import AlexNetLPIPS, OpenCLIPScorer, ResNet50Classifier
 
     marker = tmp_path / "code-ran"
@@ -173,9 +174,9 @@ def test_a_pickle_renamed_safetensors_is_refused_without_running_it(world, tmp_p
                "open_clip_model.safetensors": lambda p: OpenCLIPScorer(p, model_config=world["open_clip_config"])}
     for name, load in loaders.items():
         (tmp_path / name).write_bytes(payload)
-        with pytest.raises(ValueError, match="not a valid safetensors file"):
+        with pytest.raises(BadFileError, match="not safetensors: refused for safety"):
             load(tmp_path / name)
     (tmp_path / "resnet50.pth").write_bytes(payload)
-    with pytest.raises(pickle.UnpicklingError):  # .pth files are read weights-only
+    with pytest.raises(BadFileError, match="refused for safety"):  # .pth files are read weights-only
         ResNet50Classifier(tmp_path / "resnet50.pth")
     assert not marker.exists()

@@ -36,7 +36,9 @@ def test_ant_with_a_bank_trains_and_leaves_the_world_unchanged(mini_world):
                         lr=1e-3, scope="xattn_kv", trajectory_bank=4)
     unet = mini_world.pipe.unet
     before = {k: v.clone() for k, v in unet.state_dict().items()}
-    edit, log = ant.fit(mini_world, mini_world.concept("nudity"), cfg, progress=False)
+    erasure = ant.fit(mini_world, [mini_world.concept("nudity")], cfg)
+    edit, log = erasure.edit, erasure.log
+    assert erasure.info["trajectory_bank"] is not None and len(erasure.info["trajectory_bank"]) == 4
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
     assert len(log) == 3 and all(entry["t_early"] > 800 >= entry["t_late"] for entry in log)
     assert edit.num_changed() > 0 and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in edit.deltas)

@@ -161,7 +161,9 @@ def describe_failure(stem: str, error: Exception, executed: Path) -> str:
     else:
         where = "before a cell finished"
         what = f"{type(error).__name__}: {error}"
-    return f"notebook {stem} failed at {where}: {what}\nexecuted notebook with the traceback: {executed}"
+    if Path(executed).is_file():
+        return f"notebook {stem} failed at {where}: {what}\nexecuted notebook with the traceback: {executed}"
+    return f"notebook {stem} failed at {where}: {what}\n(no executed notebook was written)"
 
 
 def check_processes(processes) -> int:
@@ -303,7 +305,9 @@ def reproduce(args: argparse.Namespace) -> int:
                            ("coco_images_dir", args.coco_images))
         if value is not None
     }
-    evaluators = {key: str(Path(value).expanduser().resolve()) if key != "identity" else value
+    from unlearnkit.worlds.paper_files import NON_PATH_EVALUATOR_KEYS
+
+    evaluators = {key: str(Path(value).expanduser().resolve()) if key not in NON_PATH_EVALUATOR_KEYS else value
                   for key, value in parse_assignments(args.evaluator, "--evaluator", as_json=False).items()}
     if evaluators:
         overrides["evaluator_weights"] = evaluators
@@ -313,6 +317,7 @@ def reproduce(args: argparse.Namespace) -> int:
     jobs = [(stem, notebooks_dir / f"{stem}.ipynb", preset_root / "executed" / f"{stem}.ipynb",
              notebook_parameters(preset[stem], overrides, preset_root / stem)) for stem in stems]
     check_run_files(jobs)
+    check_job_devices(jobs)
     check_writable(preset_root)
     if processes == 1 or len(jobs) == 1:
         finished, failures = run_sequentially(jobs, notebooks_dir)
@@ -333,7 +338,6 @@ def reproduce(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- erase and export
 
 METHOD_ALIASES = {"esd": "esd-x"}
-MULTI_CONCEPT_METHODS = ("sculpting",)
 MINI_MODEL = "mini"
 ERASE_PRESETS_FILE = PRESETS_DIR / "erase" / "settings.json"
 
@@ -403,8 +407,22 @@ def check_run_files(jobs: list[tuple]) -> None:
         raise UsageError("nothing was run; the paper world is missing files:\n  - " + "\n  - ".join(missing))
 
 
+def check_job_devices(jobs: list[tuple]) -> None:
+    """Before any notebook starts: every notebook's ``device`` (preset or ``--device``) exists on this machine."""
+    from unlearnkit.core.validation import check_device
+
+    gpus = len(visible_gpus())
+    for stem, _, _, parameters in jobs:
+        if parameters.get("device") is not None:
+            try:
+                check_device(parameters["device"], f"notebook {stem}: device", cuda_devices=gpus)
+            except ValueError as error:
+                raise UsageError(f"{error} (pass --device to choose another)") from None
+
+
 def check_writable(folder: Path) -> None:
     """``folder`` (created if needed) accepts files, checked before any compute."""
+    folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".unlearnkit-write-test"
@@ -422,14 +440,20 @@ def check_model_argument(model: str) -> None:
     if not (folder / "model_index.json").is_file():
         raise UsageError(f"--model {model}: not 'mini' and not a diffusers folder (no model_index.json there); "
                          f"download SD v1.4 once into a local folder and pass that folder")
+    from unlearnkit.core.files import check_code_free_folder
+
+    check_code_free_folder(folder, "the --model folder")
 
 
 def check_out_dir(out: str, force: bool) -> Path:
+    """``--out``: a folder that is empty (or ``force``) and writable — created if needed, checked before any
+    compute."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not force:
         raise UsageError(f"--out {out} is not empty; pass --force to write into it")
+    check_writable(folder)
     return folder
 
 
@@ -459,18 +483,23 @@ def resolve_concepts(world, names: list[str], prompts: list[str] | None, anchor:
 def check_erase_arguments(args: argparse.Namespace) -> tuple[str, dict, Path]:
     """Everything ``erase`` can check without a model: method, concepts, hyperparameters, paths."""
     from unlearnkit import methods
+    from unlearnkit.methods.contract import INFERENCE
 
     method = METHOD_ALIASES.get(args.method, args.method)
-    known = sorted([*methods.ERASERS, *MULTI_CONCEPT_METHODS, *METHOD_ALIASES])
-    if method not in methods.ERASERS and method not in MULTI_CONCEPT_METHODS:
+    registry = methods.registry()
+    if method not in registry:
+        known = sorted([*registry, *METHOD_ALIASES])
         raise UsageError(f"--method {args.method!r} is not known; known methods: {', '.join(known)}")
+    if INFERENCE in registry[method].capabilities:
+        raise UsageError(f"--method {method} changes sampling, not weights: there is no Edit to write "
+                         f"(it is a row of the notebooks' tables)")
     for name in args.concept:
         if not name.strip():
             raise UsageError("--concept is empty: name the concept to erase")
     if len(set(args.concept)) != len(args.concept):
         raise UsageError(f"--concept repeats a concept: {args.concept}")
-    several = (*MULTI_CONCEPT_METHODS, *methods.MULTI_CONCEPT_NATIVE, *methods.MULTI_CONCEPT_JOINT)
-    if len(args.concept) > 1 and method not in several:
+    if len(args.concept) > 1 and not registry[method].takes_several:
+        several = [n for n, m in registry.items() if m.takes_several and INFERENCE not in m.capabilities]
         raise UsageError(f"--method {method} erases one concept per run; got {len(args.concept)} "
                          f"(methods that take several: {', '.join(several)})")
     if args.prompt is not None and any(not p.strip() for p in args.prompt):
@@ -480,27 +509,18 @@ def check_erase_arguments(args: argparse.Namespace) -> tuple[str, dict, Path]:
     hyperparameters = {**erase_preset(args.preset or world_name_of(args.model), method, kinds),
                        **parse_assignments(args.set)}
     try:
-        if method == "sculpting":
-            sculpting_config(hyperparameters)
-        else:
-            methods.check_hyperparameters(method, **hyperparameters)
+        methods.check_hyperparameters(method, **hyperparameters)
     except (ValueError, TypeError) as error:
         raise UsageError(f"--set: {error}") from None
     return method, hyperparameters, check_out_dir(args.out, args.force)
 
 
-def sculpting_config(hyperparameters: dict):
-    from unlearnkit.methods import coerce_hyperparameters
-    from unlearnkit.methods.sculpting import SculptingConfig
-
-    return SculptingConfig(**coerce_hyperparameters(hyperparameters))
-
-
 def erase_command(args: argparse.Namespace) -> int:
-    """Erase the concept(s) and write ``edit.safetensors`` (+ per-stage edits for sequential methods) and
-    ``erase.json`` (what was run: method, concepts, hyperparameters, versions, git revision, wall time)."""
+    """Erase the concept(s) and write ``edit.safetensors`` (+ one file per stage of a sequential method, or per
+    concept of a method that makes one Edit each) and ``erase.json`` (what was run: method, concepts,
+    hyperparameters, versions, git revision, wall time)."""
     from unlearnkit import methods
-    from unlearnkit.core.edits import Edit
+    from unlearnkit.methods.contract import SEQUENTIAL
     from unlearnkit.sampling.cache import model_fingerprint
     from unlearnkit.reports import provenance
 
@@ -513,18 +533,16 @@ def erase_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--concept: {error}") from None
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    if method == "sculpting":
-        from unlearnkit.methods import sculpting
-
-        stages, _ = sculpting.fit(world, concepts, sculpting_config(hyperparameters), progress=True)
-        for index, stage in enumerate(stages, start=1):
-            files[f"stage {index}"] = str(stage.save(out / f"stage_{index:02d}.safetensors"))
-        edit = Edit.total(stages)
-        edit.name = f"sculpting:{'+'.join(c.name for c in concepts)}"
-    elif len(concepts) > 1:
-        edit, _ = methods.erase_many(method, world, concepts, progress=True, **hyperparameters)
+    erasure = methods.erase(method, world, concepts, progress=True, **hyperparameters)
+    sequential = SEQUENTIAL in methods.get(method).capabilities
+    if sequential or len(erasure.edits) > 1:
+        part = "stage" if sequential else "concept"
+        for index, one in enumerate(erasure.edits, start=1):
+            files[f"{part} {index}"] = str(one.save(out / f"{part}_{index:02d}.safetensors"))
+        edit = erasure.total()
+        edit.name = f"{method}:{'+'.join(c.name for c in concepts)}"
     else:
-        edit, _ = methods.erase(method, world, concepts[0], progress=True, **hyperparameters)
+        edit = erasure.edit
     files["edit"] = str(edit.save(out / "edit.safetensors"))
     record = provenance(
         {"method": method, "concepts": [c.name for c in concepts], "prompts": [list(c.prompts) for c in concepts],
@@ -579,16 +597,34 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_erase_parser(subparsers) -> argparse.ArgumentParser:
-    from unlearnkit.methods import ERASERS, METHOD_DESCRIPTIONS
+METHODS_PLACEHOLDER = "{registered methods}"
 
-    names = [*ERASERS, *MULTI_CONCEPT_METHODS]
+
+class MethodListFormatter(argparse.RawTextHelpFormatter):
+    """Writes the registry's methods, one line each, where a description says :data:`METHODS_PLACEHOLDER` — only
+    when the help is printed, so the other commands do not import every method module."""
+
+    def _fill_text(self, text, width, indent):
+        if METHODS_PLACEHOLDER in text:
+            from unlearnkit import methods
+            from unlearnkit.methods.contract import INFERENCE
+
+            registry = methods.registry()
+            lines = [f"  {n:<10} {m.description}" for n, m in registry.items() if INFERENCE not in m.capabilities]
+            sampling = [n for n, m in registry.items() if INFERENCE in m.capabilities]
+            if sampling:
+                lines.append(f"  (applied while sampling, no Edit to write: {', '.join(sampling)})")
+            text = text.replace(METHODS_PLACEHOLDER, "\n".join(lines))
+        return super()._fill_text(text, width, indent)
+
+
+def add_erase_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "erase", help="erase a concept and write the Edit (safetensors)", formatter_class=argparse.RawTextHelpFormatter,
-        description="Erase a concept (several: at once for the methods that take several, in order for sculpting) and "
-                    "write DIR/edit.safetensors and DIR/erase.json.\nAll inputs are checked before the model is "
-                    "loaded.\n\nmethods:\n" + "\n".join(f"  {n:<10} {METHOD_DESCRIPTIONS.get(n, '')}" for n in names))
-    parser.add_argument("--method", required=True, help=f"one of: {', '.join(names)} (esd = esd-x)")
+        "erase", help="erase a concept and write the Edit (safetensors)", formatter_class=MethodListFormatter,
+        description="Erase a concept (several: at once for the methods that take several, in order for the sequential "
+                    "ones) and write DIR/edit.safetensors and DIR/erase.json.\nAll inputs are checked before the model "
+                    f"is loaded.\n\nmethods:\n{METHODS_PLACEHOLDER}")
+    parser.add_argument("--method", required=True, help="a method listed above (esd = esd-x)")
     parser.add_argument("--preset", choices=("mini", "paper"),
                         help="start from the notebooks' settings for that world (default: the --model's world); "
                              "--set overrides them")
@@ -688,17 +724,26 @@ def evaluate_command(args: argparse.Namespace) -> int:
     erased = list(args.concept or [])
     record_file = edit_path.with_name("erase.json")
     if not erased and record_file.is_file():
-        erased = json.loads(record_file.read_text(encoding="utf-8"))["parameters"]["concepts"]
+        from unlearnkit.core.files import read_json
+
+        record = read_json(record_file, "the erase.json `unlearnkit erase` writes")
+        erased = (record.get("parameters", {}) if isinstance(record, dict) else {}).get("concepts")
+        if not (isinstance(erased, list) and erased and all(isinstance(n, str) for n in erased)):
+            raise UsageError(f"{record_file}: no list of concept names under parameters.concepts; name the erased "
+                             f"concept(s) with --concept")
     if not erased:
         raise UsageError("name the erased concept(s) with --concept (no erase.json beside the edit to read them from)")
     kinds = concept_kinds(args.model, erased)
+    if args.kept:
+        concept_kinds(args.model, list(args.kept))
     out = Path(args.out) if args.out else edit_path.parent
     check_writable(out)
+    cache = Path(args.cache_dir) if args.cache_dir else out / ".generations"
+    check_writable(cache)
     edit = Edit.load(edit_path)
     world = load_world_for(args.model, args.device)
+    edit.check_against(world.pipe.unet)
     kept = list(args.kept or [n for n in world.concepts(kinds[0]) if n not in erased][:3])
-    concept_kinds(args.model, kept)
-    cache = Path(args.cache_dir) if args.cache_dir else out / ".generations"
     rows = []
     for role, names in (("erased", erased), ("kept", kept)):
         for name in tqdm(names, desc=f"{role} concepts"):
@@ -779,24 +824,61 @@ def add_concepts_parser(subparsers) -> argparse.ArgumentParser:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and its subcommand parsers by name."""
     parser = argparse.ArgumentParser(prog="unlearnkit", description=__doc__.splitlines()[0])
+    debug_help = "on an error, show the full traceback instead of one line"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {"reproduce": add_reproduce_parser(subparsers), "erase": add_erase_parser(subparsers),
                 "export": add_export_parser(subparsers), "concepts": add_concepts_parser(subparsers),
                 "evaluate": add_evaluate_parser(subparsers)}
+    for command in commands.values():   # also accepted after the command; SUPPRESS keeps a global --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser, commands
+
+
+#: errors that mean the command line (or a file it names) is wrong, not that a run failed: exit status 2
+BAD_USAGE_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError)
+
+
+def check_devices(args: argparse.Namespace) -> None:
+    """``--device`` names a device this machine has (checked before anything is loaded)."""
+    from unlearnkit.core.validation import check_device
+
+    device = getattr(args, "device", None)
+    if device is None:
+        return
+    try:
+        if args.command == "reproduce":   # the notebooks' kernels see the GPUs CUDA_VISIBLE_DEVICES lists
+            check_device(device, "--device", cuda_devices=len(visible_gpus()))
+        else:
+            check_device(device, "--device")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``unlearnkit`` console script; returns the exit status.
 
-    Usage errors exit with status 2 (argparse convention); a failing notebook returns 1.
+    Errors print one message and no traceback (``--debug`` shows it): bad usage — our validation errors, unknown
+    names, missing or unusable files — exits with status 2 (argparse's convention), a run that fails returns 1.
     """
+    from unlearnkit.core.errors import UnlearnkitError
+
     parser, commands = build_parser()
     args = parser.parse_args(argv)
+    prog = commands[args.command].prog
     try:
+        check_devices(args)
         return args.handler(args)
-    except UsageError as error:
-        commands[args.command].error(str(error))
+    except (*BAD_USAGE_ERRORS, UnlearnkitError) as error:
+        if args.debug:
+            raise
+        commands[args.command].exit(2, f"{prog}: error: {error}\n")
+    except Exception as error:  # a failed run: one line, the traceback only on request
+        if args.debug:
+            raise
+        print(f"{prog}: failed: {type(error).__name__}: {error} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

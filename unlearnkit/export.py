@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from unlearnkit.core.edits import Edit
+from unlearnkit.core.errors import BadTypeError, UnlearnkitError
+from unlearnkit.core.validation import check_choice, check_flag, check_integer
 
 FORMATS = ("diffusers", "lora")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -42,12 +44,12 @@ def _linear_module_names(unet: torch.nn.Module) -> set[str]:
 def lora_factors(edit: Edit, unet: torch.nn.Module, rank: int | None = None, drop_non_linear: bool = False) -> LoraFactors:
     """Factor every linear-weight delta of ``edit`` into LoRA matrices of rank ``rank`` (``None`` = exact rank).
 
-    Raises a ValueError naming the deltas a LoRA cannot hold unless ``drop_non_linear`` is set.
+    Raises a ValueError naming the deltas a LoRA cannot hold unless ``drop_non_linear`` is set, and before any
+    factorisation when the edit is empty, was made for another model's names or shapes, or holds non-finite values.
     """
-    if rank is not None and (not isinstance(rank, int) or rank <= 0):
-        raise ValueError(f"rank must be a positive integer or None, got {rank!r}")
-    if not edit.deltas:
-        raise ValueError(f"edit {edit.name!r} is empty: nothing to export")
+    check_integer(rank, "rank", minimum=1, allow_none=True)
+    check_flag(drop_non_linear, "drop_non_linear")
+    _check_exportable(edit, unet)
     linear = _linear_module_names(unet)
     factorable, dropped = {}, {}
     for name, delta in edit.deltas.items():
@@ -82,6 +84,15 @@ def lora_factors(edit: Edit, unet: torch.nn.Module, rank: int | None = None, dro
     return LoraFactors(state, r, error, dropped)
 
 
+def _check_exportable(edit: Edit, unet: torch.nn.Module) -> None:
+    """An Edit with at least one delta, every one naming a parameter of ``unet`` with its shape, all finite."""
+    if not isinstance(edit, Edit):
+        raise BadTypeError(f"expected an Edit, got {type(edit).__name__}")
+    if not edit.deltas:
+        raise UnlearnkitError(f"edit {edit.name!r} is empty: nothing to export")
+    edit.check_against(unet)
+
+
 def export_lora(edit: Edit, pipe, out_dir: str | Path, rank: int | None = None,
                 drop_non_linear: bool = False) -> LoraFactors:
     """Write ``edit`` as a diffusers LoRA folder (``pipe.load_lora_weights(out_dir)`` applies it)."""
@@ -100,6 +111,7 @@ def export_lora(edit: Edit, pipe, out_dir: str | Path, rank: int | None = None,
 
 def export_diffusers(edit: Edit, pipe, out_dir: str | Path) -> Path:
     """Write the pipeline with ``edit`` applied as a diffusers folder; ``pipe`` itself is left unchanged."""
+    _check_exportable(edit, pipe.unet)
     out_dir = Path(out_dir)
     with edit.applied(pipe.unet):
         pipe.save_pretrained(str(out_dir), safe_serialization=True)
@@ -111,8 +123,7 @@ def export_diffusers(edit: Edit, pipe, out_dir: str | Path) -> Path:
 def export_edit(edit: Edit, pipe, out_dir: str | Path, fmt: str, rank: int | None = None,
                 drop_non_linear: bool = False):
     """Dispatch on ``fmt`` (one of :data:`FORMATS`)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
+    check_choice(fmt, "export format", FORMATS)
     if fmt == "diffusers":
         return export_diffusers(edit, pipe, out_dir)
     return export_lora(edit, pipe, out_dir, rank, drop_non_linear)

@@ -1,25 +1,21 @@
-"""Concept-vector prompt attack in the style of Ring-A-Bell (Tsai et al., "Ring-A-Bell! How Reliable are Concept
-Removal Methods for Diffusion Models?", ICLR 2024, arXiv:2310.10012).
+"""Concept-vector prompt attack in the style of Ring-A-Bell (Tsai et al., ICLR 2024).
 
-The attack is black-box with respect to the erased model: it reads only the **original** text encoder ``f``,
-which concept-erasure methods that edit the UNet leave untouched.
+Black-box with respect to the erased model: it reads only the **original** text encoder ``f``.
 
 1. *Concept extraction* (Ring-A-Bell §3.2): for prompt pairs that differ only in whether the concept is named,
    ``(P_i⁺, P_i⁻)``, the concept vector is the mean difference of their encodings,
 
        ĉ = (1/N) Σ_i [ f(P_i⁺) − f(P_i⁻) ]            ([L, d], every token position)
 
-   so prompt-specific content cancels and what the pairs share — the concept — remains.
 2. *Target* (§3.3): a prompt ``P`` pushed along the concept, ``f̃ = f(P) + η·ĉ``; η sets how hard.
 3. *Discrete search*: find a prompt ``P̂`` whose encoding is closest to the target, ``min ‖f(P̂) − f̃‖²``.
-   Ring-A-Bell searches token sequences with a genetic algorithm; here the search is a seeded coordinate descent
-   over words: start from ``P``'s words plus ``extra_words`` empty slots, visit the slots in a seeded random order
-   and at each visit try every candidate word (and the empty word, i.e. deletion) in that slot in one batched
-   encoder call, keeping the best substitution if it lowers the distance. One visit is one unit of ``budget``.
-   A coordinate search is exact per step, monotone, and needs no population; a budget of 0 returns ``P``.
+   Here (Ring-A-Bell uses a genetic algorithm) the search is a seeded coordinate descent over words: start from
+   ``P``'s words plus ``extra_words`` empty slots, visit the slots in a seeded random order and at each visit try
+   every candidate word (and the empty word, i.e. deletion) in that slot in one batched encoder call, keeping the
+   best substitution if it lowers the distance. One visit is one unit of ``budget``; a budget of 0 returns ``P``.
 
-The adversarial prompts are ordinary strings, so they attack any model that shares the text encoder — they are
-computed once and replayed against every erased model.
+The adversarial prompts are ordinary strings: computed once, replayed against every model that shares the text
+encoder.
 """
 from __future__ import annotations
 
@@ -30,6 +26,8 @@ import numpy as np
 import torch
 
 from unlearnkit.core.concepts import Concept
+from unlearnkit.core.errors import BadTypeError
+from unlearnkit.core.validation import check_integer, check_number, check_text
 from unlearnkit.attacks.text import Encoder, validate_prompts_and_seeds
 
 __all__ = ["ConceptVectorConfig", "ConceptVectorResult", "concept_prompt_pairs", "concept_direction",
@@ -41,14 +39,9 @@ class ConceptVectorConfig:
     """Hyperparameters of the concept-vector attack.
 
     ``eta`` is Ring-A-Bell's η (target ``f(P) + η·ĉ``). ``budget`` counts slot visits of the coordinate search per
-    prompt (each visit = one batched encoder call over all candidate words); it replaces the paper's genetic
-    algorithm budget (population × generations), which has no direct counterpart. ``extra_words`` empty slots are
+    prompt (each visit = one batched encoder call over all candidate words). ``extra_words`` empty slots are
     appended to the prompt so the search can add words, not only swap them. ``exclude_words`` are never inserted
     (e.g. the concept's own name); occurrences already in the prompt stay unless the search replaces them.
-
-    Default budget 12 (1.5 sweeps over a 5-word prompt plus 3 slots): on the mini world one visit (167 candidate
-    words, one encoder batch) took 0.17 s on one thread, so 14 prompts take about 30 s; measured 66 s for 14 prompts
-    while sharing two cores with another job (issue-10 report). The search runs once per concept, not per model.
     """
 
     eta: float = 3.0
@@ -57,15 +50,14 @@ class ConceptVectorConfig:
     exclude_words: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0:
-            raise ValueError(f"budget must be an integer >= 0 (slot visits per prompt), got {self.budget!r}")
-        if isinstance(self.extra_words, bool) or not isinstance(self.extra_words, int) or self.extra_words < 0:
-            raise ValueError(f"extra_words must be an integer >= 0, got {self.extra_words!r}")
-        if not np.isfinite(self.eta):
-            raise ValueError(f"eta must be a finite number, got {self.eta!r}")
+        check_integer(self.budget, "budget (slot visits per prompt)", minimum=0)
+        check_integer(self.extra_words, "extra_words", minimum=0)
+        check_number(self.eta, "eta")
         if isinstance(self.exclude_words, str):
-            raise TypeError(f"exclude_words must be a sequence of words, not one string: {self.exclude_words!r}")
+            raise BadTypeError(f"exclude_words must be a sequence of words, not one string: {self.exclude_words!r}")
         object.__setattr__(self, "exclude_words", tuple(self.exclude_words))
+        for word in self.exclude_words:
+            check_text(word, "exclude_words entry")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,10 +1,7 @@
-"""White-box soft-prompt attack in the style of UnlearnDiffAtk (Zhang et al., "To Generate or Not? Safety-Driven
-Unlearned Diffusion Models Are Still Easy to Generate Unsafe Images ... For Now", ECCV 2024, arXiv:2310.11868).
+"""White-box soft-prompt attack in the style of UnlearnDiffAtk (Zhang et al., ECCV 2024).
 
-UnlearnDiffAtk reads the erased model as a *diffusion classifier*: the prompt under which the model denoises an
-image best is the prompt the model "assigns" that image to. So, given an image of the erased concept (generated
-by the **original** model), the attacker looks for the prompt under which the **erased** model reconstructs it
-best — if the concept is still stored in the weights, that prompt brings it back.
+Given an image of the erased concept (from the **original** model), find the prompt under which the **erased**
+model denoises it best; if the concept is still in the weights, that prompt brings it back.
 
 With ``x₀`` the target latent, ``θ*`` the erased UNet, ``P`` the user prompt and ``δ`` ``k`` prefix tokens placed in
 front of it, the attack solves (UnlearnDiffAtk §4, the denoising-error objective)
@@ -15,11 +12,10 @@ by gradient descent on the prefix token *embeddings* (the input of the frozen te
 number of steps with AdamW; each step draws ``noise_samples`` pairs ``(t, ε)`` per prompt. Discrete prompts come
 from projecting each optimised prefix embedding to its nearest vocabulary word (cosine similarity):
 
-* ``projection="final"`` — optimise freely, project once at the end (the soft prompt is the white-box upper
-  bound, the projected prompt a text an ordinary user could type);
+* ``projection="final"`` — optimise freely, project once at the end;
 * ``projection="straight_through"`` — every step runs the text encoder on the projected words and passes the
-  gradient straight through to the continuous embeddings (PEZ-style, as UnlearnDiffAtk's released attack does);
-  the result *is* a discrete prompt;
+  gradient straight through to the continuous embeddings (PEZ-style, as UnlearnDiffAtk's release does); the
+  result *is* a discrete prompt;
 * ``projection="none"`` — soft prompt only.
 
 Every prompt has its own prefix and draws its own ``(t, ε)`` from a generator seeded with its seed, so the
@@ -36,6 +32,8 @@ import torch
 
 from unlearnkit.core.diffusion import TextEmbeddingCache, q_sample
 from unlearnkit.core.edits import Edit
+from unlearnkit.core.errors import BadTypeError, UnlearnkitError
+from unlearnkit.core.validation import check_choice, check_integer, check_number
 from unlearnkit.sampling import SamplerSettings, sample_latents
 from unlearnkit.attacks.text import PromptEmbeddings, soft_prompt_key, validate_prompts_and_seeds, vocabulary_words
 
@@ -49,11 +47,8 @@ PROJECTIONS = ("none", "final", "straight_through")
 class SoftPromptConfig:
     """Hyperparameters of the soft-prompt attack.
 
-    ``prefix_tokens`` 5, AdamW at ``lr`` 0.01 and ``steps`` 40 follow our reading of UnlearnDiffAtk's setup
-    (5 prepended tokens, 40 optimisation steps); ``noise_samples`` (``(t, ε)`` draws per prompt and step) and
-    ``weight_decay`` 0 are ours. On the mini world the default budget attacked 14 prompts (one batch) in 28–44 s
-    on one thread, measured on a shared 2-core machine (issue-10 report). ``timesteps`` is the half-open
-    train-timestep range ``t`` is drawn from.
+    ``prefix_tokens`` 5 and ``steps`` 40 (AdamW, ``lr`` 0.01) as in UnlearnDiffAtk. ``noise_samples``: ``(t, ε)``
+    draws per prompt and step. ``timesteps``: the half-open train-timestep range ``t`` is drawn from.
     """
 
     prefix_tokens: int = 5
@@ -65,24 +60,21 @@ class SoftPromptConfig:
     timesteps: tuple[int, int] = (0, 1000)
 
     def __post_init__(self):
-        for name in ("prefix_tokens", "steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check_integer(self.prefix_tokens, "prefix_tokens", minimum=0)
+        check_integer(self.steps, "steps", minimum=0)
         if self.steps > 0 and self.prefix_tokens == 0:
-            raise ValueError("prefix_tokens must be >= 1 when steps > 0: there is nothing to optimise")
-        if isinstance(self.noise_samples, bool) or not isinstance(self.noise_samples, int) or self.noise_samples < 1:
-            raise ValueError(f"noise_samples must be an integer >= 1, got {self.noise_samples!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.projection not in PROJECTIONS:
-            raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
-        low, high = self.timesteps
-        if not (0 <= low < high):
-            raise ValueError(f"timesteps must be a range [low, high) with 0 <= low < high, got {self.timesteps!r}")
-        object.__setattr__(self, "timesteps", (int(low), int(high)))
+            raise UnlearnkitError("prefix_tokens must be >= 1 when steps > 0: there is nothing to optimise")
+        check_integer(self.noise_samples, "noise_samples", minimum=1)
+        check_number(self.lr, "lr", positive=True)
+        check_number(self.weight_decay, "weight_decay", minimum=0)
+        check_choice(self.projection, "projection", PROJECTIONS)
+        if isinstance(self.timesteps, str) or len(tuple(self.timesteps)) != 2:
+            raise BadTypeError(f"timesteps must be a pair (low, high), got {self.timesteps!r}")
+        low, high = (check_integer(t, "timesteps bound", minimum=0) for t in self.timesteps)
+        if not low < high:
+            raise UnlearnkitError(f"timesteps must be a range [low, high) with 0 <= low < high, got "
+                                  f"{self.timesteps!r}")
+        object.__setattr__(self, "timesteps", (low, high))
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -9,9 +9,9 @@ For every model (an :class:`Edit` switched on, or ``None`` for the original) and
 * **ASR (soft, projected)** — … on the image of the soft prompt's nearest-word projection, a typeable prompt.
 
 Each rate is the fraction of the ``N`` attacked prompts whose single generation (from the item's own seed, the
-same seed as its plain image) is detected after the fixed attack budget — no early stopping on success and no
-best-of-many, so an ASR is directly comparable with the plain rate next to it. UnlearnDiffAtk counts a prompt as
-broken if *any* step of its optimisation yields a detected image, which gives higher numbers than this.
+same seed as its plain image) is detected after the fixed attack budget — no early stopping, no best-of-many
+(UnlearnDiffAtk counts a prompt broken if *any* step's image is detected), so an ASR compares directly with the
+plain rate next to it.
 
 Evaluators: ``world.unsafe_flags`` for an ``"unsafe"`` concept, ``world.detect(concept, images)`` otherwise.
 """
@@ -52,8 +52,7 @@ class AttackConfig:
     them from the concept (:func:`.concept_vector.concept_prompt_pairs`). ``exclude_concept_name`` keeps the
     concept's own name out of the concept-vector search's vocabulary: the search never *adds* it (the prompt's
     own occurrences stay unless replaced). ``vocabulary``: the search and the soft prompt's projection use the
-    ``vocabulary`` most frequent whole words (lowest BPE ids; SD v1.4's CLIP has 33,275, the mini world 167), so a
-    paper-world search step costs seconds, not minutes; ``None``: every whole word.
+    ``vocabulary`` most frequent whole words (lowest BPE ids); ``None``: every whole word.
     """
 
     ring: ConceptVectorConfig = field(default_factory=ConceptVectorConfig)
@@ -63,9 +62,10 @@ class AttackConfig:
     vocabulary: int | None = 4096
 
     def __post_init__(self):
-        if self.vocabulary is not None and (isinstance(self.vocabulary, bool) or not isinstance(self.vocabulary, int)
-                                            or self.vocabulary < 1):
-            raise ValueError(f"vocabulary must be a positive integer or None, got {self.vocabulary!r}")
+        from unlearnkit.core.validation import check_flag, check_integer
+
+        check_integer(self.vocabulary, "vocabulary", minimum=1, allow_none=True)
+        check_flag(self.exclude_concept_name, "exclude_concept_name")
         if not isinstance(self.ring, ConceptVectorConfig):
             raise TypeError(f"ring must be a ConceptVectorConfig, got {type(self.ring).__name__}")
         if not isinstance(self.soft, SoftPromptConfig):

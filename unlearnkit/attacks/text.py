@@ -26,11 +26,7 @@ def validate_prompts_and_seeds(prompts, seeds) -> tuple[list[str], list[int]]:
 
 
 def text_encoder_fn(tokenizer, text_encoder, batch_size: int = 512) -> Encoder:
-    """``encode(texts) -> [B, L, d]`` without a cache.
-
-    The concept-vector search encodes thousands of throw-away candidate prompts; a :class:`TextEmbeddingCache`
-    would keep every one of them, so the attacks encode through this instead.
-    """
+    """``encode(texts) -> [B, L, d]`` without a cache (for the search's thousands of throw-away candidates)."""
     device = next(text_encoder.parameters()).device
 
     @torch.no_grad()
@@ -71,11 +67,8 @@ def vocabulary_words(tokenizer, exclude: Sequence[str] = (), limit: int | None =
 
 
 def soft_prompt_key(prompt: str, embedding: torch.Tensor) -> str:
-    """A prompt string that names one soft embedding: ``"<soft:sha256[:16]> prompt"``.
-
-    Image caches key images by prompt string (:func:`unlearnkit.sampling.cache.image_key`); putting the embedding's
-    hash in the string keeps two different soft prompts from ever sharing a cached image.
-    """
+    """A prompt string that names one soft embedding, ``"<soft:sha256[:16]> prompt"``, so that two soft prompts
+    never share a cached image (:func:`unlearnkit.sampling.cache.image_key` keys by prompt string)."""
     raw = embedding.detach().float().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
     digest = hashlib.sha256(raw.tobytes()).hexdigest()[:16]
     return f"<soft:{digest}> {prompt}"

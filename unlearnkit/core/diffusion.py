@@ -19,6 +19,9 @@ from typing import Iterable, Sequence
 
 import torch
 
+from unlearnkit.core.errors import UnlearnkitError
+from unlearnkit.core.validation import check_integer, check_number
+
 __all__ = [
     "TextEmbeddingCache",
     "predict_eps",
@@ -33,11 +36,11 @@ __all__ = [
 
 
 def validate_paper_step(step: float, num_inference_steps: int = 50, name: str = "t'") -> None:
-    """Raise a clear error unless ``0 <= step <= num_inference_steps``."""
-    if not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
-        raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+    """Raise a clear error unless ``step`` is a number with ``0 <= step <= num_inference_steps``."""
+    check_integer(num_inference_steps, "num_inference_steps", minimum=1)
+    check_number(step, name)
     if not (0 <= step <= num_inference_steps):
-        raise ValueError(
+        raise UnlearnkitError(
             f"{name}={step!r} is outside the {num_inference_steps}-step schedule; "
             f"expected a paper step in [0, {num_inference_steps}] (50 = pure noise, 1 = last step)"
         )
@@ -46,6 +49,7 @@ def validate_paper_step(step: float, num_inference_steps: int = 50, name: str = 
 def paper_step_to_train_t(step: float, num_inference_steps: int = 50, num_train_timesteps: int = 1000) -> int:
     """Convert a paper step (``N`` = noise … ``1`` = last) to the train-timestep threshold ``step · T / N``."""
     validate_paper_step(step, num_inference_steps)
+    check_integer(num_train_timesteps, "num_train_timesteps", minimum=1)
     return int(round(step * num_train_timesteps / num_inference_steps))
 
 
@@ -61,8 +65,9 @@ def train_t_to_paper_step(t: int | torch.Tensor, num_inference_steps: int = 50, 
 
 def steps_taken_to_paper_step(k: int, num_inference_steps: int = 50) -> int:
     """Released LECO/diffusers code counts ``k`` steps *taken from noise*; that is paper step ``N - k``."""
+    check_integer(k, "k")
     if not (0 <= k <= num_inference_steps):
-        raise ValueError(f"k={k!r} steps taken must lie in [0, {num_inference_steps}]")
+        raise UnlearnkitError(f"k={k!r} steps taken must lie in [0, {num_inference_steps}]")
     return num_inference_steps - k
 
 
@@ -168,12 +173,15 @@ class TimestepRange:
     high: int
 
     def __post_init__(self):
+        check_integer(self.low, "low")
+        check_integer(self.high, "high")
         if not (0 <= self.low < self.high):
-            raise ValueError(f"empty or negative timestep range [{self.low}, {self.high})")
+            raise UnlearnkitError(f"empty or negative timestep range [{self.low}, {self.high})")
 
 
 def sample_train_timesteps(n: int, low: int, high: int, generator: torch.Generator | None = None,
                            device=None) -> torch.Tensor:
     """``n`` integer train timesteps drawn uniformly from ``[low, high)``."""
+    check_integer(n, "n", minimum=0)
     TimestepRange(low, high)
     return torch.randint(low, high, (n,), generator=generator).to(device or "cpu")

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from unlearnkit.core.errors import BadFileError, BadTypeError, UnlearnkitError
+from unlearnkit.core.validation import check_finite_tensors, check_number, check_text
 
 
 def _parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -32,9 +35,16 @@ class Edit:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.deltas, Mapping):
+            raise BadTypeError(f"deltas must be a dict of parameter name -> tensor, got {type(self.deltas).__name__}")
         for key, value in self.deltas.items():
+            if not isinstance(key, str) or not key:
+                raise BadTypeError(f"delta names must be non-empty strings (parameter names), got {key!r}")
             if not isinstance(value, torch.Tensor):
-                raise TypeError(f"delta {key!r} must be a tensor, got {type(value).__name__}")
+                raise BadTypeError(f"delta {key!r} must be a tensor, got {type(value).__name__}")
+        check_text(self.name, "edit name")
+        if not isinstance(self.metadata, dict):
+            raise BadTypeError(f"edit metadata must be a dict, got {type(self.metadata).__name__}")
 
     # --- algebra ----------------------------------------------------------------------------------------------
     def __add__(self, other: "Edit") -> "Edit":
@@ -54,6 +64,7 @@ class Edit:
         return self + (-other)
 
     def scaled(self, factor: float) -> "Edit":
+        factor = check_number(factor, "factor")
         return Edit({k: v * factor for k, v in self.deltas.items()}, name=f"{factor:g}*{self.name}",
                     metadata=dict(self.metadata))
 
@@ -70,15 +81,25 @@ class Edit:
     def _check_targets(self, params: Mapping[str, torch.Tensor]) -> None:
         missing = [k for k in self.deltas if k not in params]
         if missing:
-            raise KeyError(f"edit {self.name!r} targets parameters the model does not have: {missing[:3]}")
-        for k, v in self.deltas.items():
-            if params[k].shape != v.shape:
-                raise ValueError(f"edit {self.name!r}: delta {k!r} has shape {tuple(v.shape)}, "
-                                 f"the parameter has {tuple(params[k].shape)}")
+            raise UnlearnkitError(f"edit {self.name!r} was made for another model: it targets {len(missing)} "
+                                  f"parameter(s) this model does not have ({', '.join(missing[:3])}"
+                                  f"{' …' if len(missing) > 3 else ''})")
+        wrong = [k for k, v in self.deltas.items() if params[k].shape != v.shape]
+        if wrong:
+            k = wrong[0]
+            raise UnlearnkitError(f"edit {self.name!r} was made for another model: delta {k!r} has shape "
+                                  f"{tuple(self.deltas[k].shape)}, the parameter has {tuple(params[k].shape)}"
+                                  f"{f' ({len(wrong) - 1} more mismatches)' if len(wrong) > 1 else ''}")
+        check_finite_tensors(self.deltas, f"edit {self.name!r}")
+
+    def check_against(self, module: torch.nn.Module) -> None:
+        """Raise unless every delta names a parameter of ``module`` with the same shape and holds finite values."""
+        self._check_targets(_parameters(module))
 
     @torch.no_grad()
     def apply(self, module: torch.nn.Module, sign: float = 1.0) -> None:
         """Add ``sign · Δθ`` to ``module``'s parameters in place."""
+        sign = check_number(sign, "sign")
         params = _parameters(module)
         self._check_targets(params)
         for k, v in self.deltas.items():
@@ -91,6 +112,7 @@ class Edit:
     def applied(self, module: torch.nn.Module, scale: float = 1.0) -> Iterator[None]:
         """``with edit.applied(unet): …`` runs the block on the edited model, then restores the targeted tensors
         bit-exactly (from copies of those tensors only, never of the whole model)."""
+        scale = check_number(scale, "scale")
         params = _parameters(module)
         self._check_targets(params)
         saved = {k: params[k].detach().clone() for k in self.deltas}
@@ -104,7 +126,9 @@ class Edit:
 
     # --- measuring ----------------------------------------------------------------------------------------------
     def norm_p(self, p: float = 1.0) -> float:
-        """``‖Δθ‖_p / M`` over the ``M`` modified tensors (SepME Tables 1–2 report p = 1)."""
+        """``‖Δθ‖_p / M`` over the ``M`` modified tensors (SepME Tables 1–2 report p = 1; ``p = inf``: max)."""
+        if p != float("inf"):
+            check_number(p, "p", positive=True)
         if not self.deltas:
             return 0.0
         return float(sum(torch.linalg.vector_norm(v.float().flatten(), ord=p) for v in self.deltas.values())
@@ -123,15 +147,28 @@ class Edit:
 
     @classmethod
     def load(cls, path: str | Path) -> "Edit":
-        from safetensors import safe_open
+        """An edit file written by :meth:`save`; a corrupt, truncated or non-safetensors file (a pickle is refused,
+        never unpickled), bad metadata or a non-finite value raises a :class:`BadFileError` naming the file."""
+        from unlearnkit.core.files import load_safetensors
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"edit file {path} does not exist")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return cls(load_file(str(path)), name=meta.get("unlearnkit_edit_name", path.stem),
-                   metadata=json.loads(meta.get("unlearnkit_metadata", "{}")))
+        deltas, meta = load_safetensors(path, "an edit file written by unlearnkit (Edit.save / unlearnkit erase)")
+        try:
+            metadata = json.loads(meta.get("unlearnkit_metadata", "{}"))
+        except json.JSONDecodeError as error:
+            raise BadFileError(path, f"its 'unlearnkit_metadata' is not JSON ({error}); expected the metadata "
+                                     f"Edit.save writes") from None
+        if not isinstance(metadata, dict):
+            raise BadFileError(path, "its 'unlearnkit_metadata' is not a JSON object; expected the metadata "
+                                     "Edit.save writes")
+        name = meta.get("unlearnkit_edit_name", path.stem)
+        try:
+            check_finite_tensors(deltas, f"edit {name!r}")
+        except UnlearnkitError as error:
+            raise BadFileError(path, str(error)) from None
+        return cls(deltas, name=name or path.stem, metadata=metadata)
 
 
 class TrainableDelta:

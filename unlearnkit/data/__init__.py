@@ -1,8 +1,8 @@
 """Prompt sets and concept lists: validated loaders for the papers' CSVs, and facts restated from the papers.
 
-- :mod:`unlearnkit.data.prompts` — I2P, COCO-30k and Imagenette prompt loaders (user-supplied CSVs from the
-  MIT-licensed ``data/`` folder of rohitgandikota/unified-concept-editing), and the 100 + 100 celebrity / artist
-  lists restated in ``concept_lists.json`` (in the spirit of MACE's sets; membership may differ from the original).
+- :mod:`unlearnkit.data.prompts` — I2P, COCO-30k and Imagenette prompt loaders (CSVs the user supplies: UCE's
+  MIT-licensed ``data/`` files), and the 100 + 100 celebrity / artist lists of ``concept_lists.json`` (our
+  restatement of MACE's sets; membership may differ).
 - :mod:`unlearnkit.data.paper_maps` — Imagenette superclasses and indices, NSFW maps, sequential orders, NudeNet
   label sets.
 """

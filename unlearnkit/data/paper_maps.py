@@ -1,8 +1,7 @@
-"""Facts restated from the papers and the authors' released code: class maps, erase prompts, orders, NudeNet labels.
+"""Facts restated from the papers: class maps, erase prompts, orders, NudeNet labels.
 
-Every constant cites where it comes from: "SM" is Sculpting Memory (ICCV 2025), "ANT" is Auto-steering
-Trajectories, "release" is what the authors' released code does. Nothing here is
-copied code; these are names, indices and orders.
+Every constant cites its source: "SM" is Sculpting Memory (ICCV 2025), "ANT" is Auto-steering Trajectories,
+"release" marks a value taken from the authors' released code.
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ NUDENET_EXPOSED_LABELS_MACE: tuple[str, ...] = (
     "MALE_GENITALIA_EXPOSED",
     "ANUS_EXPOSED",
 )
-"""The 9 NudeNet v3 classes MACE's (and so ANT's) NSFW metric counts (the authors' release; SM's ``mace_unsafe_gen``)."""
+"""The 9 NudeNet v3 classes ANT's NSFW metric counts (MACE's metric, as released)."""
 
 NUDENET_EXPOSED_LABELS_SM: tuple[str, ...] = (
     "FEMALE_BREAST_EXPOSED",
@@ -92,7 +91,7 @@ NUDENET_EXPOSED_LABELS_SM: tuple[str, ...] = (
     "ANUS_EXPOSED",
     "BUTTOCKS_EXPOSED",
 )
-"""The 6 NudeNet v3 classes of SM's own ``nsfw_detect.py`` (the authors' release)."""
+"""The 6 NudeNet v3 classes SM counts (its release)."""
 
 NUDENET_TABLE_COLUMNS: dict[str, str] = {
     "ARMPITS_EXPOSED": "Armpits",

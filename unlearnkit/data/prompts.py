@@ -1,19 +1,17 @@
 """Loaders for the public prompt sets used by the papers' evaluations, with schema validation.
 
-The three CSV files are MIT-licensed copies from the ``data/`` folder of rohitgandikota/unified-concept-editing
-(UCE). unlearnkit does not ship them: every loader takes the path the user supplies (the file itself, or a folder
-holding it under its standard name), checks the schema and returns a DataFrame with normalised column names.
+The three CSV files (UCE's MIT-licensed ``data/`` files) are not shipped: every loader takes the path the user
+supplies (the file itself, or a folder holding it under its standard name), checks the schema and returns a
+DataFrame with normalised column names.
 
 - :func:`load_i2p` — ``i2p_4703.csv``, 4,703 rows (931 "sexual"): ANT Table 1 uses all rows, Sculpting
   Memory Tables 3–4 the sexual subset.
 - :func:`load_coco30k` — ``coco_30k.csv``, 30,000 MS-COCO captions: FID / CLIP score (ANT Tables 1–3, SM Table 3).
 - :func:`load_imagenette_prompts` — ``imagenette_prompts.csv``, 5,000 rows (500 per class): Imagenette accuracy.
 
-The 100 erased + 100 preserved celebrities and artists of MACE / ANT (ANT Tables 2–4) come from
-``concept_lists.json`` beside this module (:func:`load_concept_list`). That list is a restatement by unlearnkit in
-the spirit of MACE's celebrity_100 / art_100 sets; membership may differ from the original — replace with the
-original list for exact reproduction (pass its JSON, in the same schema, as ``path``). The original CSVs are under
-a non-commercial licence and are not copied.
+The 100 erased + 100 preserved celebrities and artists (ANT Tables 2–4) come from ``concept_lists.json`` beside
+this module (:func:`load_concept_list`), our restatement of MACE's celebrity_100 / art_100 sets; membership may
+differ — pass the original list as JSON in the same schema (``path``) for exact reproduction.
 
 Errors. A file that breaks the schema raises :class:`PromptFileError` naming the file, the row and the column.
 Rows are counted from the header: the header is row 0 and the first data row is row 1 (a quoted prompt that
@@ -30,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from unlearnkit.core.errors import BadFileError
+
 I2P_FILE_NAME = "i2p_4703.csv"
 COCO30K_FILE_NAME = "coco_30k.csv"
 IMAGENETTE_PROMPTS_FILE_NAME = "imagenette_prompts.csv"
@@ -44,8 +44,8 @@ DATA_SOURCE_HINT = (
 I2P_SEXUAL_CATEGORY = "sexual"
 
 
-class PromptFileError(ValueError):
-    """A prompt CSV that does not match its schema.
+class PromptFileError(BadFileError):
+    """A prompt CSV that does not match its schema (or is not UTF-8 text).
 
     ``path``, ``row`` (0 = header, 1 = first data row; ``None`` when no row applies) and ``column`` (``None``
     when no column applies) say where; the message repeats them.
@@ -61,7 +61,7 @@ class PromptFileError(ValueError):
             location += f" row {row}" + (" (header)" if row == 0 else "")
         if column is not None:
             location += f", column {column!r}"
-        super().__init__(f"{location}: {problem} (file: {self.path})")
+        ValueError.__init__(self, f"{location}: {problem} (file: {self.path})")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,9 @@ def read_raw_csv(path: Path) -> pd.DataFrame:
         raise PromptFileError(path, 0, None, "the file is empty (no header)") from None
     except pd.errors.ParserError as error:
         raise PromptFileError(path, None, None, f"not a readable CSV file: {str(error).strip()}") from None
+    except UnicodeDecodeError as error:
+        raise PromptFileError(path, None, None, f"not UTF-8 text (byte {error.start}: {error.reason}); save the CSV "
+                                                f"as UTF-8") from None
     if raw.empty:
         raise PromptFileError(path, 1, None, "the file has a header but no data rows")
     return raw
@@ -232,9 +235,8 @@ def load_i2p(path: str | os.PathLike, sexual_only: bool = False, allow_empty_pro
     (``hard`` is bool, ``guidance`` float). ``sexual_only=True`` keeps the 931 rows whose ``categories`` name
     "sexual" — the subset of Sculpting Memory Table 4; ANT Table 1 uses all 4,703 rows.
 
-    The published file has one blank prompt (case_number 2260, category "illegal activity"); it is a valid
-    (unconditional) generation request and part of the 4,703 the papers count, so it is kept unless
-    ``allow_empty_prompts=False``, which makes any blank prompt a :class:`PromptFileError`.
+    The published file's one blank prompt (case_number 2260), an unconditional generation the papers count, is
+    kept unless ``allow_empty_prompts=False``, which makes any blank prompt a :class:`PromptFileError`.
     """
     rules = I2P_COLUMNS if allow_empty_prompts else _with_nonempty_prompts(I2P_COLUMNS)
     table = load_prompt_table(path, I2P_FILE_NAME, rules)
@@ -319,14 +321,22 @@ def validate_concept_entry(kind: str, entry: dict, source: Path) -> None:
 
 @lru_cache(maxsize=4)
 def _read_concept_catalogue(path: Path) -> dict:
+    from unlearnkit.core.files import read_json
+
     if not path.is_file():
         raise FileNotFoundError(f"concept list not found at {path}")
-    with path.open(encoding="utf-8") as handle:
-        catalogue = json.load(handle)
+    catalogue = read_json(path, "a concept list (JSON with 'celebrity' and 'artist' entries)")
+    if not isinstance(catalogue, dict):
+        raise BadFileError(path, "is not a JSON object; expected a concept list with 'celebrity' and 'artist' entries")
     for kind in CONCEPT_KINDS:
         if kind not in catalogue:
-            raise ValueError(f"{path.name}: no {kind!r} entry")
-        validate_concept_entry(kind, catalogue[kind], path)
+            raise BadFileError(path, f"has no {kind!r} entry")
+        try:
+            validate_concept_entry(kind, catalogue[kind], path)
+        except BadFileError:
+            raise
+        except (ValueError, TypeError, AttributeError) as error:
+            raise BadFileError(path, str(error)) from None
     return catalogue
 
 

@@ -99,6 +99,12 @@ def default_probes(world) -> list[tuple[str, str]]:
     return world.default_probes()
 
 
+def probes_for(world, probes=None) -> list[tuple[str, str]]:
+    """``probes`` as ``(prompt, concept)`` tuples (lists from a preset's JSON included); ``None`` or empty: the
+    world's :func:`default_probes`."""
+    return [tuple(p) for p in probes] if probes else default_probes(world)
+
+
 def grid_rows(world, images: dict[float, np.ndarray], probes, n_seeds: int, t_primes: Sequence[float],
               seed_index: int = 0):
     """Rows (original, then each ``t′``) × columns (probes) for :func:`unlearnkit.reports.image_grid`, one seed,
@@ -125,3 +131,52 @@ def curve_figure(summary: pd.DataFrame):
     ax2.set(xlabel="t'", ylabel="distance to original")
     ax2.legend(fontsize=7)
     return fig
+
+
+# --- notebook 01 ------------------------------------------------------------------------------------------------------
+def sweep_t_primes(grid_t_primes: Sequence[float], curve_t_primes: Sequence[float], t_prime_mid: float,
+                   settings: SamplerSettings) -> list[float]:
+    """Every ``t′`` the notebook measures: the grid's rows, the curve's points, the mid point the claims check and
+    the first step (reversal from pure noise), each once, in order."""
+    return sorted({*grid_t_primes, *curve_t_primes, t_prime_mid, settings.num_inference_steps})
+
+
+def key_points(summary: pd.DataFrame, t_prime_mid: float, settings: SamplerSettings) -> pd.DataFrame:
+    """The rows of :func:`summarise_sweep` that the claims compare, indexed ``original`` (never reversed), ``mid``
+    (``t′ = t_prime_mid``) and ``first`` (reversed from the first step)."""
+    by_t = summary.set_index("t_prime", drop=False)
+    points = by_t.loc[[0.0, float(t_prime_mid), float(settings.num_inference_steps)]]
+    return points.set_axis(pd.Index(["original", "mid", "first"], name="point"))
+
+
+def claims(summary: pd.DataFrame, t_prime_mid: float, settings: SamplerSettings) -> dict:
+    """What notebook 01 must show (ANT §3.1, Fig. 3), as ``{claim: (holds, evidence)}`` for
+    :func:`unlearnkit.reports.check_claims`: a mid ``t′`` removes the attribute, and keeps the structure that
+    reversing from the first step destroys."""
+    points = key_points(summary, t_prime_mid, settings)
+    original, mid, first = points.loc["original"], points.loc["mid"], points.loc["first"]
+    return {
+        f"reversing CFG from a mid t' (here {t_prime_mid}) removes the prompted attribute":
+            (mid.detection_rate < original.detection_rate,
+             f"detection {original.detection_rate:.2f} -> {mid.detection_rate:.2f}"),
+        "a mid t' keeps the structure that reversing from the first step destroys":
+            (mid.feature_distance < first.feature_distance and mid.layout_distance < first.layout_distance,
+             f"feature distance {mid.feature_distance:.3f} vs {first.feature_distance:.3f}; layout "
+             f"{mid.layout_distance:.3f} vs {first.layout_distance:.3f}"),
+    }
+
+
+def t_prime_slider(world, probes, seeds: Sequence[int], start: float, settings: SamplerSettings):
+    """A slider over ``t′`` (JupyterLab), starting at ``start``: the probes' images of the first seed, reversed at
+    the chosen ``t′``."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    from unlearnkit import reports
+
+    def show(t_prime):
+        images = reversed_images(world, [p for p, _ in probes], seeds[:1], t_prime, settings)
+        display(reports.image_grid([list(world.redact(images))], [f"t'={t_prime}"], [p for p, _ in probes]))
+
+    return widgets.interact(show, t_prime=widgets.IntSlider(value=start, min=0,
+                                                            max=settings.num_inference_steps, step=1))

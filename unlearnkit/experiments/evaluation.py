@@ -14,6 +14,7 @@ import pandas as pd
 
 from unlearnkit.core.edits import Edit
 from unlearnkit.sampling.cache import generate_cached
+from unlearnkit.sampling.sld import SLD_SAFETY_CONCEPT, sld_guidance
 from unlearnkit.metrics.clip_score import mean_clip_score
 from unlearnkit.metrics.fid import compute_fid, feature_statistics
 from unlearnkit.metrics.nsfw import nudity_counts
@@ -26,25 +27,24 @@ def generate_edited(world, edit: Edit | None, prompts, seeds, cache_dir: str | P
 
     ``sld``: an :class:`unlearnkit.sampling.sld.SLDConfig` — sample under Safe Latent Diffusion's inference-time guidance
     instead of plain CFG (SLD-M rows), steering away from ``safety_text`` (default the world's
-    ``sld_safety_concept``, else SLD's own c_S). SLD images are not cached: the cache keys plain-CFG sampling.
+    ``sld_safety_concept``, else SLD's own c_S). SLD images are cached too, under keys that name the SLD config
+    and ``c_S``.
     """
     context = edit.applied(world.pipe.unet) if edit is not None else nullcontext()
+    settings = settings or world.sampler
+    guidance = None
     if sld is None:
         if safety_text is not None:
             raise ValueError("safety_text is given without sld: pass sld=SLDConfig() to sample under SLD")
-        with context:
-            return generate_cached(world.pipe, list(prompts), list(seeds), settings or world.sampler, cache_dir,
-                                   embeddings=world.embeddings, batch_size=batch_size, progress=False)
-    from unlearnkit.sampling.sld import SLD_SAFETY_CONCEPT, generate_sld, sld_guidance
-
-    if safety_text is None:
-        safety_text = getattr(world, "sld_safety_concept", SLD_SAFETY_CONCEPT)   # c_S in the world's words
-    if not isinstance(safety_text, str) or not safety_text.strip():
-        raise ValueError(f"safety_text must be a non-empty string, got {safety_text!r}")
-    guidance = sld_guidance(world.embeddings([safety_text]), sld)
+    else:
+        if safety_text is None:
+            safety_text = getattr(world, "sld_safety_concept", SLD_SAFETY_CONCEPT)   # c_S in the world's words
+        if not isinstance(safety_text, str) or not safety_text.strip():
+            raise ValueError(f"safety_text must be a non-empty string, got {safety_text!r}")
+        guidance = sld_guidance(world.embeddings([safety_text]), sld, settings.guidance_scale)
     with context:
-        return generate_sld(world.pipe, list(prompts), list(seeds), guidance, settings or world.sampler,
-                            embeddings=world.embeddings, batch_size=batch_size)
+        return generate_cached(world.pipe, list(prompts), list(seeds), settings, cache_dir, guidance=guidance,
+                               embeddings=world.embeddings, batch_size=batch_size, progress=False)
 
 
 def generate_frame(world, edit: Edit | None, frame: pd.DataFrame, cache_dir: str | Path, settings=None,
@@ -89,8 +89,8 @@ class NSFWBenchmark:
 
         ``edit``: the weight edit to measure (``None``: the original model). ``sld``: an
         :class:`unlearnkit.sampling.sld.SLDConfig` to sample the (original or edited) model under Safe Latent Diffusion's
-        inference-time guidance instead of plain CFG (SLD-M rows; not cached, as it changes the sampler), steering
-        away from ``safety_text`` (default the world's c_S).
+        inference-time guidance instead of plain CFG (SLD-M rows), steering away from ``safety_text`` (default the
+        world's c_S).
         """
         i2p_images, coco_images = (generate_frame(self.world, edit, frame, self.cache_dir, self.settings, sld=sld,
                                                   safety_text=safety_text)

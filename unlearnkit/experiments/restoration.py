@@ -6,9 +6,14 @@ the accuracy of every concept (the world's detector on images generated from the
 distance to the original model's images of the same prompt and seed. Because every method returns an Edit, the same
 measurement applies to SepME's decoupled increments and to summed single-concept edits of AC, ESD, G-CiRs … (the
 "beyond the paper" rows); :func:`refit_per_subset` gives the paper's baseline of re-fine-tuning per subset.
+
+Notebook 04's protocol (SepME Tables 1–8) is the second half: :func:`prepare` (configs, seeds, evaluation sampler,
+LPIPS), :func:`fit_style_edits` (every fit of the style tables, timed), one function per table and :func:`claims`.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -21,7 +26,9 @@ from unlearnkit.core.edits import Edit
 from unlearnkit.experiments.evaluation import generate_edited
 
 __all__ = ["all_subsets", "subset_label", "subset_edit", "evaluate_models", "evaluate_subsets",
-           "refit_per_subset", "combination_matrix", "combination_figure"]
+           "refit_per_subset", "combination_matrix", "combination_figure",
+           "SepMERun", "prepare", "StyleEdits", "fit_style_edits", "single_erasure_table", "multi_erasure_table",
+           "subset_tables", "tau_table", "object_tables", "subset_picker", "claims"]
 
 ORIGINAL = "θ"
 
@@ -128,3 +135,269 @@ def combination_figure(matrices: Mapping[str, pd.DataFrame], title: str = "accur
     fig.colorbar(image, ax=list(axes), shrink=0.8)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+# --- notebook 04's protocol -------------------------------------------------------------------------------------------
+NORM = "‖Δθ‖_p"
+#: the methods notebook 04 fits with its own settings (the others come from the registry with their hyperparameters)
+OWN_SETTINGS = ("ac", "gcirs")
+
+
+@dataclass
+class SepMERun:
+    """Notebook 04's fixed inputs — the SepME and AC configs, the other methods' hyperparameters (``hyperparameters``,
+    with their training sampler), the evaluation seeds and sampler, LPIPS — and ``timings``, the seconds spent per
+    step (fits, training images, evaluation)."""
+
+    world: object
+    config: object
+    ac_config: object
+    hyperparameters: dict
+    settings: object
+    seeds: list
+    other_seeds: list
+    cache_dir: Path
+    lpips: object
+    timings: dict = field(default_factory=dict)
+
+    def timed(self, key: str, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)``, its wall time added to ``timings[key]``."""
+        started = time.time()
+        result = fn(*args, **kwargs)
+        self.timings[key] = self.timings.get(key, 0.0) + time.time() - started
+        return result
+
+    def evaluate(self, models: Mapping, method: str, names: Sequence[str], others: Sequence[str]) -> pd.DataFrame:
+        """:func:`evaluate_models` with the run's seeds (``other_seeds`` for the pooled ``others``), sampler and LPIPS."""
+        return self.timed("evaluation", evaluate_models, self.world, models, names, self.seeds, self.cache_dir,
+                          self.settings, others=others, lpips=self.lpips, method=method, other_seeds=self.other_seeds)
+
+    def fit_gcirs(self, subset: Sequence[str], data: Mapping, tau: float | None = None) -> Edit:
+        """G-CiRs (SepME Alg. 1) erasing ``subset`` from its training ``data``; ``tau`` overrides the stop threshold."""
+        from dataclasses import replace
+
+        from unlearnkit.methods import sepme
+
+        config = self.config if tau is None else replace(self.config, tau=tau)
+        edit, _ = self.timed("G-CiRs", sepme.fit_gcirs, self.world, [self.world.concept(s) for s in subset], config,
+                             {s: data[s] for s in subset})
+        return edit
+
+    def fit_ac(self, subset: Sequence[str], anchor) -> Edit:
+        """AC on the joint concept of ``subset`` (one fit), from the shared ``anchor`` latents."""
+        from unlearnkit.methods import ablating
+
+        concepts = [self.world.concept(s) for s in subset]
+        return self.timed("AC", ablating.fit, self.world, concepts, self.ac_config, anchor_data=anchor).edit
+
+    def erase(self, name: str, concepts) -> Edit:
+        """The registry method ``name`` (one of ``hyperparameters``) on one concept, or on a list erased at once."""
+        from unlearnkit import methods as erasers
+
+        return self.timed(name, erasers.erase, name, self.world, concepts, **self.hyperparameters[name]).edit
+
+
+def prepare(world, cache_dir, seed: int, n_seeds: int, eval_steps: int, sepme_base: str = "mini",
+            sepme_overrides: Mapping | None = None, ac_hparams: Mapping | None = None, methods: Sequence[str] = (),
+            method_hyperparameters: Mapping | None = None, n_other: int = 1) -> SepMERun:
+    """Notebook 04's inputs: the SepME config (``sepme_base`` ``"mini"``: :meth:`SepMEConfig.for_mini_world`,
+    ``"paper"``: the published settings; ``sepme_overrides`` on top), AC's (``ac_hparams``), every method of
+    ``methods`` other than AC and G-CiRs with its training sampler (checked before any compute), seeds
+    ``seed … seed + n_seeds − 1`` per concept and the first ``n_seeds // n_other`` of them for each of the
+    ``n_other`` "others", ``eval_steps`` DDIM steps at the world's CFG scale, the world's LPIPS."""
+    from unlearnkit import methods as erasers
+    from unlearnkit.methods import ablating, sepme
+    from unlearnkit.sampling import SamplerSettings
+
+    bases = {"mini": sepme.SepMEConfig.for_mini_world, "paper": sepme.SepMEConfig}
+    if sepme_base not in bases:
+        raise ValueError(f"sepme_base must be one of {sorted(bases)}, got {sepme_base!r}")
+    settings = SamplerSettings(num_inference_steps=eval_steps, guidance_scale=world.sampler.guidance_scale)
+    config = bases[sepme_base](**(sepme_overrides or {}))
+    ac_config = ablating.ACConfig(sampler=config.sampler or world.sampler, **(ac_hparams or {}))
+    seeds = list(range(seed, seed + n_seeds))
+    other_seeds = seeds[: max(1, n_seeds // max(1, n_other))]
+    lpips = world.lpips()
+    hyperparameters = {m: erasers.with_sampler(m, (method_hyperparameters or {}).get(m), config.sampler or world.sampler)
+                       for m in methods if m not in OWN_SETTINGS}
+    for m, hp in hyperparameters.items():   # checked before any compute
+        erasers.check_hyperparameters(m, **hp)
+    return SepMERun(world, config, ac_config, hyperparameters, settings, seeds, other_seeds, Path(cache_dir), lpips)
+
+
+@dataclass
+class StyleEdits:
+    """Every fit of the style tables: training data, SepME₁ / SepME₂ increments and their logs, each method's
+    single-style Edits (``single[method][style]``), the re-fits per subset and the all-at-once fits."""
+
+    methods: list
+    data: dict
+    anchor: object
+    sepme1: dict
+    sepme2: dict
+    logs1: dict
+    logs2: dict
+    single: dict
+    refits: dict
+    all_at_once: dict
+
+    @property
+    def steps(self) -> dict:
+        """SepME's optimisation steps per increment."""
+        return ({f"SepME1 {s}": len(log) for s, log in self.logs1.items()}
+                | {f"SepME2 {s}": len(log) for s, log in self.logs2.items()})
+
+
+def fit_style_edits(run: SepMERun, styles: Sequence[str], methods: Sequence[str], refits: bool = True) -> StyleEdits:
+    """Fit everything the style tables measure, in this order: SepME's training images and AC's anchor latents,
+    SepME₁ (known concepts) and SepME₂ (iterative), G-CiRs and AC on each style alone (SepME₂'s first step *is*
+    G-CiRs on the first style), every other method on each style alone, with ``refits`` AC and G-CiRs once per
+    multi-style subset (SepME Table 3's baselines), and every other method on all styles at once (Table 2)."""
+    from unlearnkit import methods as erasers
+    from unlearnkit.methods import ablating, sepme
+
+    world, config = run.world, run.config
+    styles = list(styles)
+    concepts = [world.concept(s) for s in styles]
+    data = run.timed("training images", sepme.training_data, world, concepts, config)
+    anchor = run.timed("training images", ablating.prepare, world, concepts[:1], run.ac_config)["anchor_data"]
+    sepme1, logs1 = run.timed("SepME1", sepme.fit_increments, world, styles, config, "known", data, return_logs=True)
+    sepme2, logs2 = run.timed("SepME2", sepme.fit_increments, world, styles, config, "iterative", data,
+                              return_logs=True)
+    single = {"gcirs": {s: (sepme2[s] if s == styles[0] else run.fit_gcirs((s,), data)) for s in styles},
+              "ac": {s: run.fit_ac((s,), anchor) for s in styles}}
+    for name in run.hyperparameters:
+        single[name] = {s: run.erase(name, world.concept(s)) for s in styles}
+    refitted = {}
+    if refits:
+        multi = [s for s in all_subsets(styles) if len(s) > 1]
+        refitted["AC (re-fit)"] = {**{(s,): single["ac"][s] for s in styles}, **{s: run.fit_ac(s, anchor) for s in multi}}
+        refitted["G-CiRs (re-fit)"] = {**{(s,): single["gcirs"][s] for s in styles},
+                                       **{s: run.fit_gcirs(s, data) for s in multi}}
+    all_at_once = {erasers.label(name): run.erase(name, concepts) for name in run.hyperparameters}
+    return StyleEdits(list(methods), data, anchor, sepme1, sepme2, logs1, logs2, single, refitted, all_at_once)
+
+
+def single_erasure_table(run: SepMERun, fits: StyleEdits, styles: Sequence[str],
+                         others: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """SepME Table 1: the original model ("ORI"), then G-CiRs, AC and every other method erasing each style alone;
+    accuracy / LPIPS per evaluated style and the pooled ``others``, ``‖Δθ‖_p``. Returns (the original's rows, the
+    table)."""
+    from unlearnkit import methods as erasers
+
+    original = run.evaluate({(): None}, "ORI", styles, others)
+    rows = [original.assign(**{NORM: 0.0})]
+    for label, edits in (("G-CiRs", fits.single["gcirs"]), ("AC", fits.single["ac"]),
+                         *((erasers.label(name), fits.single[name]) for name in run.hyperparameters)):
+        for s in styles:
+            rows.append(run.evaluate({(s,): edits[s]}, label, styles, others).assign(**{NORM: edits[s].norm_p()}))
+    return original, pd.concat(rows, ignore_index=True)
+
+
+def multi_erasure_table(run: SepMERun, fits: StyleEdits, original: pd.DataFrame, styles: Sequence[str],
+                        others: Sequence[str]) -> pd.DataFrame:
+    """SepME Table 2: every style erased by one fit — the re-fits' all-style entries (AC, G-CiRs) and every other
+    method's all-at-once fit — beside the original."""
+    together = {**{label.split()[0]: models[tuple(styles)] for label, models in fits.refits.items()},
+                **fits.all_at_once}
+    return pd.concat([original] + [run.evaluate({tuple(styles): edit}, label, styles, others)
+                                   .assign(**{NORM: edit.norm_p()}) for label, edit in together.items()],
+                     ignore_index=True)
+
+
+def subset_tables(run: SepMERun, fits: StyleEdits, styles: Sequence[str],
+                  others: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """SepME Tables 3–5 per method: every subset ``S`` of ``styles`` erased by SepME₁ and SepME₂ (``θ + Σ_{i∈S}
+    Δθ_i``), by each method's summed single-style edits ("summed"), and by the re-fits ("re-fit")."""
+    from unlearnkit import methods as erasers
+
+    subsets = all_subsets(styles)
+    combos = {"SepME1": run.evaluate({s: subset_edit(fits.sepme1, s) for s in subsets}, "SepME1", styles, others),
+              "SepME2": run.evaluate({s: subset_edit(fits.sepme2, s) for s in subsets}, "SepME2", styles, others)}
+    for name in fits.methods:
+        label = erasers.label(name) + " (summed)"
+        combos[label] = run.evaluate({s: subset_edit(fits.single[name], s) for s in subsets}, label, styles, others)
+    for label, models in fits.refits.items():
+        combos[label] = run.evaluate({(): None, **models}, label, styles, others)
+    return combos
+
+
+def tau_table(run: SepMERun, fits: StyleEdits, styles: Sequence[str], others: Sequence[str],
+              tau_values: Sequence[float]) -> pd.DataFrame:
+    """SepME Table 6: G-CiRs erasing ``styles[0]`` at each stop threshold τ (the fitted edit at the config's τ)."""
+    rows = []
+    for tau in tau_values:
+        edit = fits.single["gcirs"][styles[0]] if tau == run.config.tau else run.fit_gcirs((styles[0],), fits.data, tau)
+        result = run.evaluate({(styles[0],): edit}, "G-CiRs", styles, others)
+        rows.append(result.assign(tau=tau, **{NORM: edit.norm_p(), "steps": edit.metadata["steps"]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def object_tables(run: SepMERun, objects: Sequence[str], others: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """SepME Tables 7–8, reduced: G-CiRs erasing each object alone (with the original's rows), and SepME₁'s
+    increments on the objects over every subset."""
+    from unlearnkit.methods import sepme
+
+    data = run.timed("training images", sepme.training_data, run.world, [run.world.concept(o) for o in objects],
+                     run.config)
+    rows = [run.evaluate({(): None}, "ORI", objects, others).assign(**{NORM: 0.0})]
+    for o in objects:
+        edit = run.fit_gcirs((o,), data)
+        rows.append(run.evaluate({(o,): edit}, "G-CiRs", objects, others).assign(**{NORM: edit.norm_p()}))
+    increments = run.timed("SepME1", sepme.fit_increments, run.world, objects, run.config, "known", data)
+    table8 = run.evaluate({s: subset_edit(increments, s) for s in all_subsets(objects)}, "SepME1", objects, others)
+    return pd.concat(rows, ignore_index=True), table8
+
+
+def subset_picker(run: SepMERun, edits: Mapping[str, Edit], images_per_concept: int = 4):
+    """Checkboxes per concept (ipywidgets, JupyterLab): ticking them shows ``θ + Σ Δθ_i`` of the ticked concepts on
+    the first ``images_per_concept`` seeds of every concept."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    from unlearnkit.reports import image_grid
+
+    names = list(edits)
+    seeds = run.seeds[:images_per_concept]
+    boxes = {n: widgets.Checkbox(value=False, description=n) for n in names}
+    shown = widgets.Output()
+
+    def show(_=None):
+        chosen = tuple(n for n in names if boxes[n].value)
+        edit = subset_edit(edits, chosen)
+        images = [generate_edited(run.world, edit, [n] * len(seeds), seeds, run.cache_dir, run.settings) for n in names]
+        with shown:
+            shown.clear_output(wait=True)
+            display(image_grid([list(im) for im in images], names, [f"seed {x}" for x in seeds],
+                               title=subset_label(chosen)))
+
+    for box in boxes.values():
+        box.observe(show, names="value")
+    show()
+    return widgets.VBox([widgets.HBox(list(boxes.values())), shown])
+
+
+def claims(subsets: pd.DataFrame, original: pd.DataFrame, names: Sequence[str], max_erased: float = 0.3,
+           min_kept: float = 0.85, restored_within: float = 0.05) -> dict:
+    """SepME's acceptance (§4.2.2, Table 3) as ``{claim: (holds, evidence)}`` for
+    :func:`unlearnkit.reports.check_claims`: in ``subsets`` (one method's :func:`evaluate_subsets` rows over every
+    subset of ``names``) each erased concept's accuracy is ≤ ``max_erased``, every other's ≥ ``min_kept`` and within
+    ``restored_within`` of the ``original`` rows (restoring a concept = dropping its increment)."""
+    acc = subsets.set_index(["subset", "concept"])["accuracy"]
+    base = original.set_index("concept")["accuracy"]
+    chosen = all_subsets(names)
+    failures = []
+    for s in chosen:
+        for c in names:
+            a = acc[(subset_label(s), c)]
+            if c in s and a > max_erased:
+                failures.append(f"{c} erased by {subset_label(s)} still detected: {a:.2f}")
+            if c not in s and a < min_kept:
+                failures.append(f"{c} not erased by {subset_label(s)} but accuracy {a:.2f}")
+            if c not in s and abs(a - base[c]) > restored_within:
+                failures.append(f"{c} restored in {subset_label(s)}: {a:.2f} vs original {base[c]:.2f}")
+    worst_erased = max(acc[(subset_label(s), c)] for s in chosen for c in s)
+    worst_kept = min(acc[(subset_label(s), c)] for s in chosen for c in names if c not in s)
+    return {"SepME erases exactly the chosen subset of concepts and restores the rest":
+            (not failures, f"max erased acc {worst_erased:.2f}, min kept acc {worst_kept:.2f}"
+                           + "".join(f"; {f}" for f in failures))}

@@ -18,26 +18,37 @@ the model is the original plus the sum of the first ``i`` stage Edits. We measur
 * attack success rates (not in SM; issue 10) — for a few erased classes, how often a concept-vector or soft-prompt
   attack on the class's prompts brings the class back (:func:`attack_erased_classes`), beside the plain-prompt rate.
 
-Single-concept baselines (ERASERS: ESD-x, AC, UCE, …) follow the same protocol through
+Single-concept baselines (the registry's ESD-x, AC, UCE, …) follow the same protocol through
 :func:`fit_sequential_baseline`: stage ``i`` runs the eraser on the model with the Edits of stages ``< i`` applied,
 so each stage's Edit is relative to the model it started from and the Edits sum, exactly like Sculpting Memory's
 (:func:`unlearnkit.methods.sculpting.fit`).
+
+Notebook 03 is one call per table on a :class:`SequentialProtocol` (the world, sampler, orders, evaluation images,
+classifier and captions it measures with): :func:`training_images`, :func:`sculpting_orders`, :func:`stage_heatmap`,
+:class:`SequentialBaselines`, :func:`table1` (with :class:`ErasedClassAttack`), :func:`erased_prompts_grid`,
+:func:`erased_others_tables` (Tables 2, 9), :class:`Ablations` (§4.4, Tables 5, 8, Fig. 5), :func:`write_run_record`
+and :func:`claims`. Each writes its tables under the protocol's report folder with the names and captions
+``reports/README.md`` indexes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from unlearnkit import reports
 from unlearnkit.attacks.success import RATE_LABELS as ATTACK_RATES  # the tables' rate column names
 from unlearnkit.core.concepts import Concept
 from unlearnkit.core.edits import Edit
 from unlearnkit.experiments.evaluation import generate_edited
 from unlearnkit.metrics.classification import OTHERS_ACC, TOTAL_ACC, classifier_accuracy
 from unlearnkit.metrics.clip_score import mean_clip_score
+from unlearnkit.reports import paper_values
 
 __all__ = [
     "TOTAL_ACC",
@@ -61,6 +72,28 @@ __all__ = [
     "mean_attack_rates",
     "heatmap_figure",
     "sweep_figure",
+    # notebook 03, one call per table
+    "SequentialProtocol",
+    "training_images",
+    "SculptingRun",
+    "sculpting_orders",
+    "stage_heatmap",
+    "SequentialBaselines",
+    "table1_models",
+    "ErasedClassAttack",
+    "erased_class_attack",
+    "Table1",
+    "table1",
+    "erased_prompts_grid",
+    "PaperComparison",
+    "listed_methods",
+    "erased_others_tables",
+    "Ablations",
+    "run_parameters",
+    "write_run_record",
+    "claims",
+    "stage_slider",
+    "sparsity_slider",
 ]
 
 SUPERCLASS_RATE = "superclass rate"
@@ -220,11 +253,12 @@ def fit_sequential_baseline(world, method: str, concepts: Sequence[Concept], era
                             progress: bool = False, **hyperparameters) -> tuple[list[Edit], list[dict]]:
     """Forget ``concepts`` one after another with a single-concept eraser (SM Tables 1, 2, 9 baselines).
 
-    Stage ``i`` calls ``erase(method, world, concepts[i], **hyperparameters)`` on the model with the Edits of
-    stages ``< i`` applied (:meth:`Edit.applied`, restored afterwards), so stage ``i``'s Edit is relative to the
-    model after stage ``i-1`` and ``Edit.total(edits[:i+1])`` is the model after stage ``i`` — the same contract as
+    Stage ``i`` calls ``erase(method, world, concepts[i], **hyperparameters)`` (an
+    :class:`~unlearnkit.methods.contract.Erasure` with one Edit) on the model with the Edits of stages ``< i``
+    applied (:meth:`Edit.applied`, restored afterwards), so stage ``i``'s Edit is relative to the model after stage
+    ``i-1`` and ``Edit.total(edits[:i+1])`` is the model after stage ``i`` — the same contract as
     :func:`unlearnkit.methods.sculpting.fit`. ``erase`` defaults to :func:`unlearnkit.methods.erase`. Returns the
-    Edits and one info dict per stage (the eraser's own info plus ``stage`` and ``concept``).
+    Edits and one info dict per stage (the erasure's info and ``log`` plus ``stage`` and ``concept``).
     """
     if erase is None:
         from unlearnkit.methods import erase
@@ -237,10 +271,11 @@ def fit_sequential_baseline(world, method: str, concepts: Sequence[Concept], era
     for index, concept in enumerate(concepts):
         so_far = Edit.total(edits)
         with so_far.applied(unet):
-            edit, info = erase(method, world, concept, progress=progress, **hyperparameters)
+            erasure = erase(method, world, concept, progress=progress, **hyperparameters)
+        edit = erasure.edit
         edits.append(Edit(edit.deltas, name=f"{method}{index}:{concept.name}",
                           metadata={**edit.metadata, "method": method, "stage": index, "concept": concept.name}))
-        infos.append({**(info or {}), "stage": index, "concept": concept.name})
+        infos.append({**erasure.info, "log": erasure.log, "stage": index, "concept": concept.name})
     return edits, infos
 
 
@@ -343,3 +378,556 @@ def sweep_figure(frames: Mapping[str, pd.DataFrame], metric: str = TOTAL_ACC, ti
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# --- notebook 03: one call per table ----------------------------------------------------------------------------------
+# The notebook's parameters go in, tables, figures and run.json come out under ``protocol.out``. Every step runs the
+# same computations in the same order as the notebook did when it held this code, so the tables are unchanged.
+@dataclass
+class SequentialProtocol:
+    """What every table of notebook 03 is measured with: the world, the evaluation sampler ``settings``, the paper's
+    orders (``orders[n]``: world classes, SM Tables 1, 2, 9), the evaluation images of every class, the object
+    classifier, the generic captions and CLIP scorer, the image cache, the report folder ``out`` — and the wall time
+    of each step in seconds (``timings``, recorded in run.json)."""
+
+    world: object = field(repr=False)
+    settings: object
+    orders: dict
+    eval_set: ClassPrompts = field(repr=False)
+    classifier: object = field(repr=False)
+    captions: pd.DataFrame = field(repr=False)
+    clip_scorer: object = field(repr=False)
+    cache_dir: str | Path
+    out: Path
+    clip_captions: int
+    timings: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, world, orders: Sequence[int], seeds_per_class: int, clip_captions: int,
+              num_inference_steps: int | None, guidance_scale: float | None, cache_dir: str | Path,
+              output_dir: str | Path) -> "SequentialProtocol":
+        """The :class:`SequentialProtocol` of notebook 03's parameters (``None`` or 0 steps / scale: the world's)."""
+        from unlearnkit.sampling import SamplerSettings
+
+        if not orders:
+            raise ValueError("orders is empty: give at least one of SM's orders (10, 3, 6)")
+        settings = SamplerSettings(num_inference_steps=num_inference_steps or world.sampler.num_inference_steps,
+                                   guidance_scale=guidance_scale or world.sampler.guidance_scale)
+        classes = object_classes(world)
+        paper_orders = {n: paper_order(world, n) for n in orders}
+        classifier = object_classifier(world)
+        eval_set = class_prompts(world, classes, seeds_per_class)
+        captions = world.coco_prompts(clip_captions)
+        clip_scorer = world.clip_scorer()
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return cls(world, settings, paper_orders, eval_set, classifier, captions, clip_scorer, cache_dir, out,
+                   clip_captions)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.eval_set.classes
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Our class → the Imagenette class it stands for (the tables' column names)."""
+        return imagenette_names(self.world)
+
+    @property
+    def main_n(self) -> int:
+        """The order of Table 1, the heat-map, the attacks and the grid: 10 classes when run, else the first."""
+        return 10 if 10 in self.orders else next(iter(self.orders))
+
+    def concepts(self, classes: Sequence[str]) -> list[Concept]:
+        return [self.world.concept(c) for c in classes]
+
+    def evaluate(self, edit: Edit | None, erased: Sequence[str]) -> ClassEvaluation:
+        """:func:`evaluate_classes` of the model ``edit`` on every class's images."""
+        return evaluate_classes(self.world, edit, self.eval_set, erased, self.classifier, self.cache_dir,
+                                self.settings)
+
+    def clip(self, edit: Edit | None) -> float:
+        """:func:`generic_clip` of the model ``edit`` on the generic captions."""
+        return generic_clip(self.world, edit, self.captions, self.clip_scorer, self.cache_dir, self.settings)
+
+    def sculpting_config(self, **settings):
+        """A :class:`~unlearnkit.methods.sculpting.SculptingConfig` that samples its training images with the
+        evaluation sampler."""
+        from unlearnkit.methods import sculpting as sm
+
+        return sm.SculptingConfig(sampler=self.settings, **settings)
+
+    @contextmanager
+    def timed(self, step: str):
+        """Add the wall time of the ``with`` block to ``timings[step]``."""
+        started = time.time()
+        yield
+        self.timings[step] = time.time() - started
+
+    def timing_summary(self) -> dict[str, str]:
+        return {step: f"{seconds:.0f}s" for step, seconds in self.timings.items()}
+
+    def orders_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"order": [", ".join(o) for o in self.orders.values()]},
+                            index=[f"{n} classes" for n in self.orders])
+
+
+def training_images(protocol: SequentialProtocol, config) -> dict:
+    """D_forget and D_super of every class (SM App. A.1) from the original model, generated once for all orders."""
+    from unlearnkit.methods import sculpting as sm
+
+    with protocol.timed("training images"):
+        data = sm.training_data(protocol.world, protocol.concepts(protocol.classes), config, protocol.cache_dir)
+    n = config.images_per_class
+    print(f"{len(protocol.classes)} classes × ({n} class + {n} superclass) images in "
+          f"{protocol.timings['training images']:.0f}s")
+    return data
+
+
+@dataclass
+class SculptingRun:
+    """Sculpting Memory on one order: the stage Edits, the training log, the stage × class table (the heat-map's
+    data, :func:`stage_accuracy`) and each stage's :class:`ClassEvaluation`."""
+
+    order: list[str]
+    edits: list[Edit] = field(repr=False)
+    log: list = field(repr=False)
+    stages: pd.DataFrame = field(repr=False)
+    evaluations: list[ClassEvaluation] = field(repr=False)
+
+    @property
+    def edit(self) -> Edit:
+        """The model after the last stage."""
+        return Edit.total(self.edits)
+
+
+def sculpting_orders(protocol: SequentialProtocol, config, data) -> dict[int, SculptingRun]:
+    """SM on each of the protocol's orders, evaluated after every stage; writes ``stages_<n>_classes``."""
+    from unlearnkit.methods import sculpting as sm
+
+    runs = {}
+    for n, order in protocol.orders.items():
+        with protocol.timed(f"SM {n} classes: training"):
+            erasure = sm.fit(protocol.world, protocol.concepts(order), config, data=data)
+            edits, log = erasure.edits, erasure.log
+        with protocol.timed(f"SM {n} classes: evaluation"):
+            stages, evaluations = stage_accuracy(protocol.world, edits, order, protocol.eval_set, protocol.classifier,
+                                                 protocol.cache_dir, protocol.settings)
+        runs[n] = SculptingRun(order, edits, log, stages, evaluations)
+        reports.write_table(stages, protocol.out, f"stages_{n}_classes", caption=f"Accuracy of every class after "
+                            f"every stage, SM on {n} classes (stage 0 = original)")
+    return runs
+
+
+def stage_heatmap(protocol: SequentialProtocol, runs: Mapping[int, SculptingRun]):
+    """The heat-map of the main order's run (``stage_heatmap.png``)."""
+    n = protocol.main_n
+    fig = heatmap_figure(runs[n].stages, protocol.classes, labels=protocol.names,
+                         title=f"Sculpting Memory, {n} classes forgotten in order")
+    reports.save_figure(fig, protocol.out, "stage_heatmap", caption="Per-class accuracy after every stage")
+    return fig
+
+
+@dataclass
+class SequentialBaselines:
+    """Single-concept erasers under the sequential protocol (:func:`fit_sequential_baseline`): ``methods``
+    (ERASERS names) with ``hyperparameters[method]`` (default: the method's Config), training images sampled with
+    the protocol's sampler. Bad names or values raise a ValueError on construction, before any compute."""
+
+    protocol: SequentialProtocol = field(repr=False)
+    methods: list[str]
+    hyperparameters: dict
+
+    def __post_init__(self):
+        from unlearnkit import methods as erasers
+
+        self.methods = list(self.methods)
+        self.hyperparameters = dict(self.hyperparameters or {})
+        for method in self.methods:
+            erasers.check_hyperparameters(method, **self._hyperparameters(method))
+
+    def _hyperparameters(self, method: str) -> dict:
+        from unlearnkit import methods as erasers
+
+        return erasers.with_sampler(method, self.hyperparameters.get(method), self.protocol.settings)
+
+    def fit(self, method: str, n: int) -> list[Edit]:
+        """The stage Edits of ``method`` forgetting the ``n``-class order (timed as ``"<method> <n> classes"``)."""
+        with self.protocol.timed(f"{method} {n} classes"):
+            edits, _ = fit_sequential_baseline(self.protocol.world, method,
+                                               self.protocol.concepts(self.protocol.orders[n]),
+                                               **self._hyperparameters(method))
+        return edits
+
+    def fit_all(self, n: int) -> dict[str, list[Edit]]:
+        """Every method on the ``n``-class order, in ``methods`` order."""
+        return {method: self.fit(method, n) for method in self.methods}
+
+    def record(self) -> dict:
+        return {"methods": self.methods, "method_hyperparameters": self.hyperparameters}
+
+
+def table1_models(runs: Mapping[int, SculptingRun], baseline_edits: Mapping[str, Sequence[Edit]],
+                  n: int) -> dict[str, Edit | None]:
+    """Table 1's rows: the original, SM ("Ours") and each baseline after the last stage of the ``n``-class order."""
+    from unlearnkit import methods as erasers
+
+    return {"original": None, "Ours": runs[n].edit,
+            **{erasers.label(m): Edit.total(edits) for m, edits in baseline_edits.items()}}
+
+
+@dataclass
+class ErasedClassAttack:
+    """The attack columns of Table 1 (not in SM): ``classes`` (erased in the main order) attacked on their first
+    ``prompts_per_class`` prompts, one evaluation seed each, with ``config`` (:func:`attack_erased_classes`).
+    ``result`` is the per-(class, model) table once :meth:`run` has run."""
+
+    protocol: SequentialProtocol = field(repr=False)
+    classes: list[str]
+    prompts_per_class: int
+    config: object
+    result: pd.DataFrame | None = field(default=None, repr=False)
+
+    def run(self, models: Mapping[str, Edit | None]) -> pd.DataFrame | None:
+        """Attack every model; write ``table1_attacks``. ``None`` when no class is attacked."""
+        if not self.classes:
+            return None
+        p = self.protocol
+        with p.timed("attacks"):
+            result = attack_erased_classes(p.world, models, self.classes, self.prompts_per_class, self.config,
+                                           p.cache_dir, p.settings, p.classifier)
+        reports.write_table(result.assign(**{"class": [p.names[c] for c in result["class"]]}), p.out,
+                            "table1_attacks",
+                            caption=f"Attack success rate on {self.prompts_per_class} prompts × 1 seed per erased "
+                                    f"class; ring budget {self.config.ring.budget}, soft {self.config.soft.steps} "
+                                    f"steps × {self.config.soft.noise_samples} noise draws")
+        print(f"attacks in {p.timings['attacks']:.0f}s:", result.attrs["seconds"])
+        self.result = result
+        return result
+
+    def record(self) -> dict:
+        """The attacked classes and prompt count, and (after :meth:`run`) the budgets, prompts and seeds."""
+        from unlearnkit.attacks import attack_record
+
+        record = {"attack_classes": self.classes, "attack_prompts_per_class": self.prompts_per_class}
+        if self.classes:
+            if self.result is None:
+                raise ValueError("the attack has not run yet: call run(models) before record()")
+            record.update(attack_record(self.config, self.result.attrs["prompts"], self.result.attrs["seeds"]))
+        return record
+
+
+def erased_class_attack(protocol: SequentialProtocol, classes: Sequence[str], prompts_per_class: int,
+                        ring: Mapping | None = None, soft: Mapping | None = None) -> ErasedClassAttack:
+    """An :class:`ErasedClassAttack` with the ``ring`` (ConceptVectorConfig) and ``soft`` (SoftPromptConfig) budgets;
+    ``classes`` must be erased in the main order (checked here, before any compute)."""
+    from unlearnkit.attacks import AttackConfig, ConceptVectorConfig, SoftPromptConfig
+
+    config = AttackConfig(ring=ConceptVectorConfig(**(ring or {})), soft=SoftPromptConfig(**(soft or {})))
+    order = protocol.orders[protocol.main_n]
+    unknown = [c for c in classes if c not in order]
+    if unknown:
+        raise ValueError(f"attack_classes {unknown} are not among the {protocol.main_n} erased classes {order}")
+    return ErasedClassAttack(protocol, list(classes), prompts_per_class, config)
+
+
+@dataclass
+class Table1:
+    """SM Table 1 (one row per model; the attack means joined when classes were attacked), the table beside the
+    paper's, the per-(class, model) attack table (``None`` without attacks) and each model's evaluation."""
+
+    n: int
+    table: pd.DataFrame
+    vs_paper: pd.DataFrame
+    attacks: pd.DataFrame | None = field(repr=False)
+    evaluations: dict = field(repr=False)
+
+    def check_attack_rates(self) -> None:
+        """The ASR columns exist for every model row — a completeness check, not a paper claim."""
+        if self.attacks is not None:
+            columns = ["plain rate", "ASR ring", "ASR soft"]
+            assert self.table[columns].notna().all().all(), self.table
+
+
+def table1(protocol: SequentialProtocol, models: Mapping[str, Edit | None], attack: ErasedClassAttack) -> Table1:
+    """SM Table 1: per-class accuracy, Total Acc, CLIP and the superclass rates of every model on the main order,
+    then ``attack`` on the same models; writes ``table1``, ``table1_vs_paper`` (and ``table1_attacks``)."""
+    n, names = protocol.main_n, protocol.names
+    rows, evaluations = [], {}
+    for label, model in models.items():
+        ev = protocol.evaluate(model, protocol.orders[n])
+        evaluations[label] = ev
+        rows.append({"method": label, **{names[c]: ev.row[c] for c in protocol.classes}, TOTAL_ACC: ev.row[TOTAL_ACC],
+                     "CLIP": protocol.clip(model), SUPERCLASS_RATE: ev.row[SUPERCLASS_RATE],
+                     FORGOTTEN_TO_SUPERCLASS: ev.row[FORGOTTEN_TO_SUPERCLASS]})
+    table = pd.DataFrame(rows).set_index("method")
+    attacks = attack.run(models)
+    if attacks is not None:
+        table = table.join(mean_attack_rates(attacks)[["plain rate", "ASR ring", "ASR soft"]])
+    attacked = ("; plain rate and ASR: mean over the attacked classes " + ", ".join(names[c] for c in attack.classes)
+                if attack.classes else "")
+    reports.write_table(table, protocol.out, "table1", regenerates="SM Table 1",
+                        caption=f"{n} classes forgotten in order; accuracy on {protocol.eval_set.per_class} images per "
+                                "class; superclass rates on the erased classes' images" + attacked)
+    vs_paper = paper_values.side_by_side(table, "sculpting_memory", 1, columns=["Total Acc", "CLIP"])
+    reports.write_table(vs_paper, protocol.out, "table1_vs_paper",
+                        caption=f"Total Acc and CLIP, ours ({protocol.world.describe()}) beside the paper's "
+                                "(SD v1.4, CLIP ×100 on COCO)")
+    return Table1(n, table, vs_paper, attacks, evaluations)
+
+
+def erased_prompts_grid(protocol: SequentialProtocol, evaluations: Mapping[str, ClassEvaluation]):
+    """The first image of every class (columns) per model (rows): ``erased_prompts_grid.png``."""
+    per_class, classes = protocol.eval_set.per_class, protocol.classes
+    rows = [[ev.images[i * per_class] for i in range(len(classes))] for ev in evaluations.values()]
+    grid = reports.image_grid(rows, list(evaluations), [protocol.names[c] for c in classes],
+                              title=f"Prompts of the {protocol.main_n} erased classes", cell_size=1.0)
+    reports.save_figure(grid, protocol.out, "erased_prompts_grid",
+                        caption="Images of the erased classes' prompts, per model")
+    return grid
+
+
+@dataclass(frozen=True)
+class PaperComparison:
+    """One of our tables and the same table beside the paper's values."""
+
+    table: pd.DataFrame
+    vs_paper: pd.DataFrame
+
+
+ERASED_OTHERS_TABLES = {3: 2, 6: 9}   # order length → SM table (Table 2: 3 classes, Table 9: 6)
+
+
+def listed_methods(methods: Sequence[str], theirs: pd.DataFrame) -> list[str]:
+    """Those of ``methods`` that are rows of the paper's table ``theirs`` (SM Table 2: FMN, AC, ESD-x, SalUn;
+    Table 9: ESD-x, SalUn)."""
+    from unlearnkit import methods as erasers
+
+    rows = {paper_values.method_key(r) for r in theirs.index}
+    return [m for m in methods if paper_values.method_key(erasers.label(m)) in rows]
+
+
+def erased_others_tables(protocol: SequentialProtocol, runs: Mapping[int, SculptingRun],
+                         baselines: SequentialBaselines) -> dict[int, PaperComparison]:
+    """SM Tables 2 (3 classes) and 9 (6 classes) for the orders that were run: SM's row and, fitted on the same
+    order, each baseline the paper's table lists — accuracy of the erased classes, Total Acc and Others Acc.
+    Writes ``table2``/``table9`` and their ``_vs_paper``; keyed by the order's length."""
+    from unlearnkit import methods as erasers
+
+    tables = {}
+    for n, number in ERASED_OTHERS_TABLES.items():
+        if n not in runs:
+            continue
+        theirs = paper_values.paper_table("sculpting_memory", number)
+        rows = [_erased_others_row(protocol, "Ours", runs[n].edit, n)]
+        for method in listed_methods(baselines.methods, theirs):
+            rows.append(_erased_others_row(protocol, erasers.label(method), Edit.total(baselines.fit(method, n)), n))
+        table = pd.DataFrame(rows).set_index("method")
+        reports.write_table(table, protocol.out, f"table{number}", regenerates=f"SM Table {number}",
+                            caption=f"{n} classes forgotten in order")
+        ours = table.rename(columns={c: c_p for c, c_p in zip(table.columns, theirs.columns)
+                                     if c.lower() == c_p.lower()})
+        side = paper_values.side_by_side(ours, "sculpting_memory", number)
+        reports.write_table(side, protocol.out, f"table{number}_vs_paper",
+                            caption=f"SM Table {number}, ours beside the paper's")
+        tables[n] = PaperComparison(table, side)
+    return tables
+
+
+def _erased_others_row(protocol: SequentialProtocol, label: str, model: Edit | None, n: int) -> dict:
+    order = protocol.orders[n]
+    row = protocol.evaluate(model, order).row
+    return {"method": label, **{protocol.names[c]: row[c] for c in order}, TOTAL_ACC: row[TOTAL_ACC],
+            OTHERS_ACC: row[OTHERS_ACC]}
+
+
+class Ablations:
+    """SM's ablations on a shorter schedule: the §4.4 fixed-vs-dynamic mask, Table 5 (sparsity × scope), Table 8
+    (mask update interval) and Fig. 5 (α, β), on the first ``classes`` classes of SM's 3-class order.
+
+    Every setting is SM with ``ablation`` over ``sculpting`` (the main settings) plus the setting's changes, trained
+    on training images generated once here, and evaluated on the erased classes' images (Total Acc; CLIP for
+    Table 5). A setting is trained once however many tables ask for it (memoised by its changes).
+    """
+
+    def __init__(self, protocol: SequentialProtocol, sculpting: Mapping, ablation: Mapping, classes: int,
+                 sparsities: Sequence[float], scopes: Mapping[str, str], update_fractions: Mapping[str, float],
+                 alphas: Sequence[float], betas: Sequence[float]):
+        from unlearnkit.methods import sculpting as sm
+
+        self.protocol = protocol
+        self.settings = {**sculpting, **ablation}
+        self.classes = classes
+        self.sparsities, self.scopes, self.update_fractions = list(sparsities), dict(scopes), dict(update_fractions)
+        self.alphas, self.betas = list(alphas), list(betas)
+        self.order = paper_order(protocol.world, 3)[:classes]
+        self.concepts = protocol.concepts(self.order)
+        self.eval_set = protocol.eval_set.subset(self.order)
+        self.base = protocol.sculpting_config(**self.settings)
+        self.data = sm.training_data(protocol.world, self.concepts, self.base, protocol.cache_dir)
+        self.stage_steps = self.base.total_steps(self.base.images_per_class)
+        self.results: dict[tuple, dict] = {}
+        self._started = time.time()
+        print(f"ablation order {self.order}; {self.stage_steps} steps per stage "
+              f"(warm-up {self.base.warmup_steps}, mask update every {self.base.update_freq})")
+
+    def run(self, clip: bool = False, **changes) -> dict:
+        """Total Acc (and CLIP) of SM on the ablation order with ``changes`` to the ablation config (memoised)."""
+        from unlearnkit.methods import sculpting as sm
+
+        p = self.protocol
+        key = tuple(sorted(changes.items()))
+        if key not in self.results or (clip and "CLIP" not in self.results[key]):
+            config = p.sculpting_config(**{**self.settings, **changes})
+            edit = sm.fit(p.world, self.concepts, config, data=self.data).total()
+            row = evaluate_classes(p.world, edit, self.eval_set, self.order, p.classifier, p.cache_dir, p.settings).row
+            result = {TOTAL_ACC: row[TOTAL_ACC]}
+            if clip:
+                result["CLIP"] = p.clip(edit)
+            self.results[key] = {**self.results.get(key, {}), **result}
+        return self.results[key]
+
+    def _done(self) -> None:
+        self.protocol.timings["ablations"] = time.time() - self._started
+
+    def fixed_vs_dynamic(self) -> pd.DataFrame:
+        """SM §4.4: the warm-up mask never updated vs the dynamic mask (``fixed_vs_dynamic_mask``)."""
+        table = pd.DataFrame([{"method": "Fixed mask", **self.run(update_freq=None)},
+                              {"method": "Ours", **self.run()}]).set_index("method")
+        reports.write_table(table, self.protocol.out, "fixed_vs_dynamic_mask",
+                            regenerates="SM §4.4 dynamic-mask ablation",
+                            caption=f"Total Acc on {self.classes} classes; fixed mask = the warm-up mask, never "
+                                    "updated")
+        self._done()
+        return table
+
+    def table5(self) -> PaperComparison:
+        """SM Table 5: Total Acc / CLIP per scope (rows) and sparsity s = 1 − keep_fraction (``table5``)."""
+        rows = []
+        for label, scope in self.scopes.items():
+            row = {"method": label}
+            for s in self.sparsities:
+                r = self.run(clip=True, scope=scope, keep_fraction=round(1 - s, 6))
+                row[f"{s:.0%} Total Acc"], row[f"{s:.0%} CLIP"] = r[TOTAL_ACC], r["CLIP"]
+            rows.append(row)
+        table = pd.DataFrame(rows).set_index("method")
+        reports.write_table(table, self.protocol.out, "table5", regenerates="SM Table 5",
+                            caption=f"{self.classes} classes; sparsity s = 1 − keep_fraction")
+        vs_paper = paper_values.side_by_side(table, "sculpting_memory", 5)
+        reports.write_table(vs_paper, self.protocol.out, "table5_vs_paper",
+                            caption="SM Table 5, ours beside the paper's")
+        self._done()
+        return PaperComparison(table, vs_paper)
+
+    def update_intervals(self) -> dict[str, int]:
+        """Table 8's columns → our mask update interval: the paper's interval as a fraction of its 500-step stage,
+        times our stage's steps."""
+        return {label: max(1, round(fraction * self.stage_steps)) for label, fraction in self.update_fractions.items()}
+
+    def table8(self) -> PaperComparison:
+        """SM Table 8: Total Acc per mask update interval (``table8``; the paper's beside it is not written)."""
+        used = self.update_intervals()
+        table = pd.DataFrame([{"method": "Ours", **{label: self.run(update_freq=steps)[TOTAL_ACC]
+                                                    for label, steps in used.items()}}]).set_index("method")
+        reports.write_table(table, self.protocol.out, "table8", regenerates="SM Table 8",
+                            caption="Total Acc; columns: the paper's interval, here "
+                                    + ", ".join(f"{k} → {v} steps" for k, v in used.items()))
+        self._done()
+        return PaperComparison(table, paper_values.side_by_side(table, "sculpting_memory", 8))
+
+    def fig5(self):
+        """SM Fig. 5: Total Acc over α (β = 0.25) and over β (α = 0.25) — ``fig5_alpha``, ``fig5_beta`` and the
+        figure ``fig5_loss_scales``."""
+        sweep = {"α": pd.DataFrame([{"α": a, **self.run(alpha=a, beta=0.25)} for a in self.alphas]).set_index("α"),
+                 "β": pd.DataFrame([{"β": b, **self.run(alpha=0.25, beta=b)} for b in self.betas]).set_index("β")}
+        for name, frame in sweep.items():
+            reports.write_table(frame, self.protocol.out, f"fig5_{'alpha' if name == 'α' else 'beta'}",
+                                regenerates="SM Fig. 5", caption=f"Total Acc over {name}")
+        fig = sweep_figure(sweep, title=f"SM Fig. 5 analogue ({self.classes} classes)")
+        reports.save_figure(fig, self.protocol.out, "fig5_loss_scales", regenerates="SM Fig. 5")
+        self._done()
+        return fig
+
+    def record(self) -> dict:
+        return {"ablation_order": self.order, "ablation": self.base.as_dict(), "sparsities": self.sparsities,
+                "scopes": self.scopes, "update_fractions": self.update_fractions, "alphas": self.alphas,
+                "betas": self.betas}
+
+
+def run_parameters(protocol: SequentialProtocol, sculpting_config, ablations: Ablations,
+                   baselines: SequentialBaselines, attack: ErasedClassAttack, **given) -> dict:
+    """The parameters ``run.json`` of notebook 03 records: ``given`` (the world's name, model path, device, threads
+    as the notebook received them), the protocol's settings, SM's config and orders, then each part's own record."""
+    return {**given, "seeds_per_class": protocol.eval_set.per_class, "clip_captions": protocol.clip_captions,
+            "sampler": protocol.settings.as_dict(), "sculpting": sculpting_config.as_dict(),
+            "orders": {str(n): order for n, order in protocol.orders.items()},
+            **ablations.record(), **baselines.record(), **attack.record()}
+
+
+def write_run_record(protocol: SequentialProtocol, sculpting_config, ablations: Ablations,
+                     baselines: SequentialBaselines, attack: ErasedClassAttack, started_at: float, **given) -> Path:
+    """``run.json`` of notebook 03 (:func:`run_parameters`), with the model fingerprint and ``timings`` as extras."""
+    from unlearnkit.sampling.cache import model_fingerprint
+
+    path = reports.write_run_record(protocol.out, run_parameters(protocol, sculpting_config, ablations, baselines,
+                                                                 attack, **given),
+                                    extra={"model_id": model_fingerprint(protocol.world.pipe),
+                                           "timings_s": protocol.timings},
+                                    started_at=started_at, world=protocol.world)
+    print(f"total {time.time() - started_at:.0f}s;", {k: round(v) for k, v in protocol.timings.items()})
+    return path
+
+
+SUPERCLASS_CHANCE = 1 / 11   # the superclass head's 10 superclasses + "none"
+
+
+def claims(table1: Table1, erased_others: Mapping[int, PaperComparison], fixed_vs_dynamic: pd.DataFrame) -> dict:
+    """What notebook 03 must show, as ``{claim: (holds, evidence)}`` for :func:`unlearnkit.reports.check_claims`.
+    The 3-class claim is left out when the 3-class order was not run."""
+    ours, original = table1.table.loc["Ours"], table1.table.loc["original"]
+    checks = {
+        f"after the {table1.n} sequential stages, Total Acc of the erased classes <= 0.15":
+            (ours[TOTAL_ACC] <= 0.15, f"Total Acc {ours[TOTAL_ACC]:.3f}"),
+    }
+    if 3 in erased_others:
+        others = erased_others[3].table.loc["Ours", OTHERS_ACC]
+        checks["in the 3-class setting, Others Acc >= 0.85"] = (others >= 0.85, f"Others Acc {others:.3f}")
+    to_superclass = ours[FORGOTTEN_TO_SUPERCLASS]
+    checks["erased-class images are drawn as their superclass (forgotten-to-superclass rate above chance and the "
+           "original's)"] = (
+        to_superclass > max(SUPERCLASS_CHANCE, original[FORGOTTEN_TO_SUPERCLASS]),
+        f"forgotten to superclass {to_superclass:.3f} (original {original[FORGOTTEN_TO_SUPERCLASS]:.3f}, chance "
+        f"{SUPERCLASS_CHANCE:.3f}); superclass head {ours[SUPERCLASS_RATE]:.3f}")
+    dynamic, fixed = fixed_vs_dynamic.loc["Ours", TOTAL_ACC], fixed_vs_dynamic.loc["Fixed mask", TOTAL_ACC]
+    checks["the dynamic mask beats the fixed one on Total Acc"] = (dynamic < fixed,
+                                                                   f"dynamic {dynamic:.3f} vs fixed {fixed:.3f}")
+    return checks
+
+
+# --- interactive (JupyterLab) ---------------------------------------------------------------------------------------
+def stage_slider(protocol: SequentialProtocol, run: SculptingRun):
+    """A slider over the stages of ``run``: every seed's image of every class after the chosen stage."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    per_class, classes = protocol.eval_set.per_class, protocol.classes
+
+    def show(stage):
+        ev = run.evaluations[stage]
+        display(reports.image_grid([[ev.images[i * per_class + k] for i in range(len(classes))]
+                                    for k in range(per_class)],
+                                   [f"seed {k}" for k in range(per_class)], [protocol.names[c] for c in classes],
+                                   title=f"after stage {stage}" + (f" (−{run.order[stage - 1]})" if stage else "")))
+
+    return widgets.interact(show, stage=widgets.IntSlider(value=len(run.order), min=0, max=len(run.order), step=1))
+
+
+def sparsity_slider(table5: pd.DataFrame, sparsities: Sequence[float]):
+    """A slider over SM Table 5's sparsities: every scope's Total Acc and CLIP at the chosen one."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    def show(sparsity):
+        display(table5[[f"{sparsity:.0%} Total Acc", f"{sparsity:.0%} CLIP"]])
+
+    return widgets.interact(show, sparsity=widgets.SelectionSlider(options=list(sparsities), value=sparsities[0]))

@@ -1,128 +1,54 @@
-"""AC — Ablating Concepts in Text-to-Image Diffusion Models (Kumari et al., ICCV 2023), model-based variant.
+"""AC — Ablating Concepts (Kumari et al., ICCV 2023), model-based variant: map the concept onto its anchor (AC §3).
 
-Algorithm (AC §3, "model-based concept ablation"):
-1. generate images of the anchor concept c* once with the pretrained model (the release uses 200) and keep their
-   latents x₀ with the anchor caption each was drawn from;
-2. per update, draw a batch, ``t ~ U{0, …, T−1}``, ``x_t = q_sample(x₀, t, ε)``;
-3. frozen target ``ε*(x_t, c*, t)`` — the model with the edit switched off — in one no-grad call;
-4. ``L = ‖ε_θ(x_t, c, t) − sg[ε*(x_t, c*, t)]‖²`` with c the concept caption paired with c*
-   (:func:`unlearnkit.methods.parts.losses.ablation.anchor_mapping_loss`); backward; optimiser step.
-
-AC pairs captions by substituting the anchor word with the concept (``--caption_target "cat+grumpy cat"``); a
-:class:`~unlearnkit.core.concepts.Concept` whose ``prompts`` and ``anchor_prompts`` have the same length is read as such
-pairs (the mini world builds both from the same templates), otherwise the concept prompt is drawn at random.
-
-This module also holds what ESD, SalUn and FMN share with AC: :func:`generate_latents` (training images
-drawn once from the frozen model); training in place is :func:`unlearnkit.core.edits.training_in_place`.
+Per update: ``x_t`` forward-noised from anchor images the frozen model drew once, and
+``L = ‖ε_θ(x_t, c, t) − sg[ε*(x_t, c*, t)]‖²`` with ``c`` the concept caption paired with the anchor caption ``c*``.
+A Concept whose ``prompts`` and ``anchor_prompts`` have the same length is read as such pairs; otherwise the concept
+caption is drawn at random.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from unlearnkit.core.concepts import Concept
-from unlearnkit.core.diffusion import predict_eps, q_sample
-from unlearnkit.core.edits import Edit, training_in_place
+from unlearnkit.core.diffusion import predict_eps
+from unlearnkit.core.edits import training_in_place
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.core.validation import check_choice, check_flag, check_integer, check_number, check_seed
+from unlearnkit.methods.contract import ONE, SEVERAL_JOINT, Erasure, Method, joint_concept
 from unlearnkit.methods.parts.losses.ablation import anchor_mapping_loss
-from unlearnkit.core.params import select_parameters, scope_names
-from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
+from unlearnkit.methods.parts.training_data import GeneratedLatents, generate_latents, noised, random_batch
+from unlearnkit.sampling import SamplerSettings, check_sampler
 
-__all__ = ["ACConfig", "GeneratedLatents", "generate_latents", "noised", "random_batch",
-           "anchor_prompts_of", "fit"]
-
-
-# --- shared by the fine-tuning baselines ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GeneratedLatents:
-    """Clean latents ``x₀`` ``[N, C, h, w]`` (VAE-scaled) and the prompt each image shows."""
-
-    latents: torch.Tensor
-    prompts: tuple[str, ...]
-
-    def __post_init__(self):
-        if not isinstance(self.latents, torch.Tensor) or self.latents.ndim != 4 or len(self.latents) == 0:
-            raise ValueError("latents must be a non-empty [N, C, h, w] tensor")
-        prompts = (self.prompts,) if isinstance(self.prompts, str) else tuple(self.prompts)
-        if len(prompts) != len(self.latents):
-            raise ValueError(f"got {len(self.latents)} latents but {len(prompts)} prompts; give one prompt per image")
-        object.__setattr__(self, "prompts", prompts)
-
-    def __len__(self) -> int:
-        return len(self.latents)
-
-    def check_fits(self, unet, name: str = "latents") -> None:
-        """Raise unless the latents have the UNet's input channel count."""
-        if self.latents.shape[1] != unet.config.in_channels:
-            raise ValueError(f"{name} have {self.latents.shape[1]} channels, the UNet takes "
-                             f"{unet.config.in_channels}")
+__all__ = ["ACConfig", "anchor_prompts_of", "concept_prompt_for", "prepare", "fit", "METHODS"]
 
 
-def generate_latents(world, prompts: Sequence[str], count: int, settings: SamplerSettings = SamplerSettings(),
-                     seed: int = 0, batch_size: int = 64) -> GeneratedLatents:
-    """``count`` images of ``prompts`` (cycled) from the world's current model, seeds ``seed, seed+1, …``.
-
-    Call it before training starts, so the images come from the pretrained (frozen) model.
-    """
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts is empty: give at least one prompt to generate training images from")
-    if not isinstance(count, int) or count <= 0:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
-    chosen = [prompts[i % len(prompts)] for i in range(count)]
-    latents, _ = sample_latents(world.pipe, chosen, [seed + i for i in range(count)], settings,
-                                guidance=cfg_guidance(settings.guidance_scale), embeddings=world.embeddings,
-                                batch_size=batch_size)
-    return GeneratedLatents(latents, tuple(chosen))
-
-
-def random_batch(generator: torch.Generator, size: int, batch: int) -> torch.Tensor:
-    """``batch`` indices drawn uniformly (with replacement) from ``range(size)``."""
-    return torch.randint(size, (batch,), generator=generator)
-
-
-def noised(world, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x_t, t, ε)`` with ``t ~ U{0, …, T−1}`` per sample and ``x_t = q_sample(x₀, t, ε)``."""
-    scheduler = world.pipe.scheduler
-    t = torch.randint(scheduler.config.num_train_timesteps, (len(x0),), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator).to(x0)
-    t = t.to(x0.device)
-    return q_sample(scheduler, x0, t, noise), t, noise
-
-
-# --- AC -----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ACConfig:
-    """AC hyperparameters for SD v1.4, from the released diffusers recipe (concept-ablation README): base lr 2e-6,
-    batch 8 (4 per GPU × 2 GPUs), 100 steps, ``--scale_lr`` (effective lr = lr × batch = 1.6e-5), parameter group
-    ``cross-attn`` (attn2 to_k/to_v — AC's "cross-attention K/V" variant), 200 anchor images (``train_size``).
-
-    ``sampler`` generates the anchor images (SD's default 50 steps, CFG 7.5 here; the count and seeds are ours).
-    """
+    """AC's released SD v1.4 recipe: base lr 2e-6 scaled by the batch (``scale_lr``: 1.6e-5 at batch 8), 100 steps,
+    AdamW, cross-attention K/V (``xattn_kv``), 200 anchor images drawn with ``sampler``."""
 
     lr: float = 2e-6
     iterations: int = 100
     batch_size: int = 8
     scale_lr: bool = True
-    weight_decay: float = 1e-2          # AdamW, the diffusers training-example default the release inherits
+    weight_decay: float = 1e-2
     scope: str = "xattn_kv"
     anchor_images: int = 200
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     seed: int = 0
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        check_number(self.lr, "lr", positive=True)
         for name in ("iterations", "batch_size", "anchor_images"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.scope not in scope_names():
-            raise ValueError(f"unknown parameter scope {self.scope!r}; expected one of {scope_names()}")
+            check_integer(getattr(self, name), name, minimum=1)
+        check_flag(self.scale_lr, "scale_lr")
+        check_number(self.weight_decay, "weight_decay", minimum=0)
+        check_choice(self.scope, "scope", scope_names())
+        check_sampler(self.sampler)
+        check_seed(self.seed)
 
     @property
     def effective_lr(self) -> float:
@@ -155,13 +81,21 @@ def concept_prompt_for(concept: Concept, anchor_prompts: tuple[str, ...], anchor
     return prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
 
 
-def fit(world, concept: Concept, config: ACConfig = ACConfig(), anchor_data: GeneratedLatents | None = None,
-        progress: bool = True) -> tuple[Edit, list[dict]]:
-    """Ablate ``concept`` onto its anchor (AC model-based loss); return the Edit and a per-iteration log.
+def prepare(world, concepts, config: ACConfig = ACConfig()) -> dict:
+    """``{"anchor_data": …}`` for :func:`fit`: ``config.anchor_images`` images of the anchor prompts from the world's
+    current model."""
+    concept = joint_concept(concepts, "AC")
+    return {"anchor_data": generate_latents(world, anchor_prompts_of(concept), config.anchor_images, config.sampler,
+                                            config.seed)}
 
-    ``anchor_data``: anchor images to reuse (e.g. shared by several runs); generated with ``config.sampler`` from
-    the concept's anchor prompts when omitted. The world's UNet is left unchanged.
+
+def fit(world, concepts, config: ACConfig = ACConfig(), *, progress: bool = False,
+        anchor_data: GeneratedLatents | None = None) -> Erasure:
+    """Ablate the concept onto its anchor (several: once on their joint concept); the world's UNet is left unchanged.
+
+    ``anchor_data``: anchor images to reuse (from :func:`prepare`); drawn with ``config.sampler`` when omitted.
     """
+    concept = joint_concept(concepts, "AC")
     anchor_prompts = anchor_prompts_of(concept)
     unet = world.pipe.unet
     names = list(select_parameters(unet, config.scope))
@@ -192,4 +126,10 @@ def fit(world, concept: Concept, config: ACConfig = ACConfig(), anchor_data: Gen
         edit = delta.to_edit(name=f"ac:{concept.name}",
                              metadata={"method": "ac", "concept": concept.name, "config": config.as_dict(),
                                        "anchor_prompts": list(anchor_prompts)})
-    return edit, log
+    return Erasure([edit], log)
+
+
+METHODS = (
+    Method("ac", "AC", "AC: map the concept onto its anchor's predictions (Ablating Concepts)", ACConfig,
+           frozenset({ONE, SEVERAL_JOINT}), fit, sampler_input=True, prepare=prepare),
+)

@@ -1,16 +1,12 @@
-"""ANT — Auto-steering deNoising Trajectories (single-concept erasure), ANT §3.2–3.3.
+"""ANT — Auto-steering deNoising Trajectories: the trajectory-aware loss Eq. (3) inside the saliency map M* Eq. (4)–(6).
 
-Algorithm per update (Eq. 3, Eq. 6):
-1. draw paper steps s₁ > t′ ≥ s₂ and a seed; run **one** DDIM trajectory of the frozen model from that seed's
-   noise and keep z₁ (entering s₁) and z₂ (entering s₂);
-2. frozen predictions ε*(z, c), ε*(z, ∅) at both points in one no-grad UNet call (the model with the edit off);
-3. trainable predictions ε_θ(z, c) (and ε_θ(z, ∅) when λ₂/λ₃ > 0) at both points in one UNet call;
-4. L = Eq. (3); backward; ∇θ ← M* ⊙ ∇θ; Adam step.
-
-The saliency map M* (Eq. 4–5) intersects gradient maps over N_c prompts × N_s seeds (:func:`saliency_mask`).
+Per update one frozen DDIM trajectory from a drawn seed gives ``z₁`` (entering ``s₁ > t′``) and ``z₂`` (entering
+``s₂ ≤ t′``); frozen predictions come from the model with the edit switched off, trainable ones from one UNet call;
+``L`` = Eq. (3); ``∇θ ← M* ⊙ ∇θ``; Adam. ``M*`` intersects thresholded gradient maps over N_c prompts × N_s seeds.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -19,67 +15,109 @@ from tqdm.auto import tqdm
 from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import predict_eps, validate_paper_step
 from unlearnkit.core.edits import Edit, TrainableDelta, training_in_place
-from unlearnkit.methods.parts.losses.trajectory import STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps, trajectory_loss_terms
-from unlearnkit.methods.parts.saliency import Mask, SaliencyThreshold, check_mask_in_scope, intersect_saliency_maps, nonempty, saliency_map
-from unlearnkit.core.params import select_parameters
-from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
+from unlearnkit.core.errors import BadTypeError, UnlearnkitError
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.core.validation import check_choice, check_integer, check_number, check_seed, check_seeds
+from unlearnkit.methods.contract import ONE, Erasure, Method, only_concept
+from unlearnkit.methods.parts.losses.trajectory import (STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps,
+                                                        trajectory_loss_terms)
+from unlearnkit.methods.parts.saliency import (Mask, SaliencyThreshold, check_mask_in_scope, count_active,
+                                               intersect_saliency_maps, nonempty, saliency_map)
 from unlearnkit.methods.parts.trajectory_bank import TrajectoryBank, sample_trajectory_bank
+from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
+
+__all__ = ["ANTConfig", "SaliencyConfig", "ANTStep", "saliency_mask", "trajectory_bank_for", "prepare", "fit",
+           "METHODS"]
+
+WEIGHT_NAMES = ("preserve", "lambda1", "lambda2", "lambda3", "eta", "erase_span")
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """The augmentation-enhanced saliency map, ANT Eq. (4)–(5): N_c prompts × N_s seeds, each thresholded, intersected.
+    ``augment``: N_c prompts from the world's seeded prompt augmentation (None: the concept's own)."""
+
+    threshold: SaliencyThreshold = field(default_factory=lambda: SaliencyThreshold(keep_fraction=0.5))
+    seeds: tuple[int, ...] = (24, 42, 98, 403, 3407)   # the seeds of the ANT release
+    max_prompts: int | None = None
+    augment: int | None = None
+    augment_seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.threshold, SaliencyThreshold):
+            raise BadTypeError(f"threshold={self.threshold!r}: expected a SaliencyThreshold")
+        if not check_seeds(self.seeds, "seeds"):
+            raise UnlearnkitError(f"seeds={self.seeds!r} is empty: give at least one seed")
+        check_integer(self.max_prompts, "max_prompts", minimum=1, allow_none=True)
+        check_integer(self.augment, "augment", minimum=1, allow_none=True)
+        check_seed(self.augment_seed, "augment_seed")
+
+    @classmethod
+    def from_hyperparameters(cls, **saliency) -> "SaliencyConfig":
+        """From flat settings: ``seeds`` as a list, ``gamma`` / ``keep_fraction`` / ``select`` for the threshold
+        (the default threshold when none is given)."""
+        if "seeds" in saliency:
+            saliency["seeds"] = tuple(saliency["seeds"])
+        if {"gamma", "keep_fraction", "select"} & set(saliency):
+            saliency["threshold"] = SaliencyThreshold(gamma=saliency.pop("gamma", None),
+                                                      keep_fraction=saliency.pop("keep_fraction", None),
+                                                      select=saliency.pop("select", "top"))
+        return cls(**saliency)
 
 
 @dataclass(frozen=True)
 class ANTConfig:
-    """ANT hyperparameters; defaults are ANT Table 6's NSFW row (lr 5e-4, 250 iterations, λ = (1, 0.5, 0.5), t′ = 43)."""
+    """ANT hyperparameters; defaults are ANT Table 6's NSFW row (lr 5e-4, 250 iterations, λ = (1, 0.5, 0.5), t′ = 43).
+
+    ``saliency``: the map M* (None: train every parameter of ``scope``, ANT Table 5 "whole UNet");
+    ``trajectory_bank``: J frozen runs sampled once and read by every update (None: a fresh trajectory per update,
+    as the paper does); ``trajectory_guidance``: the CFG of the frozen trajectories (ANT Multiple 7.5, Single 3).
+    """
 
     lr: float = 5e-4
     iterations: int = 250
     weights: TrajectoryLossWeights = field(default_factory=TrajectoryLossWeights)
     t_prime: int = 43
     stage_split: str = "paper"
-    scope: str = "unet"                 # parameters the mask may select (ANT Single trains the whole UNet)
+    scope: str = "unet"
     batch_size: int = 1
     num_inference_steps: int = 50
-    trajectory_guidance: float = 7.5    # CFG used to produce z₁, z₂ (ANT Multiple: 7.5; ANT Single/ESD: 3)
+    trajectory_guidance: float = 7.5
     seed: int = 0
-    trajectory_bank: int | None = None  # J frozen runs sampled once (unlearnkit.methods.parts.trajectory_bank); None: a fresh
-                                        # trajectory per update, as the paper and the release do
+    trajectory_bank: int | None = None
+    saliency: SaliencyConfig | None = None
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not (isinstance(self.iterations, int) and self.iterations > 0):
-            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
-        validate_paper_step(self.t_prime, self.num_inference_steps)
+        check_number(self.lr, "lr", positive=True)
+        check_integer(self.iterations, "iterations", minimum=1)
+        if not isinstance(self.weights, TrajectoryLossWeights):
+            raise BadTypeError(f"weights={self.weights!r}: expected TrajectoryLossWeights")
+        check_integer(self.num_inference_steps, "num_inference_steps", minimum=2)
+        validate_paper_step(self.t_prime, self.num_inference_steps, "t_prime")
         if not (1 <= self.t_prime < self.num_inference_steps):
-            raise ValueError(f"t'={self.t_prime!r} must leave both stages non-empty: "
-                             f"expected 1 <= t' < {self.num_inference_steps}")
-        if self.stage_split not in STAGE_SPLITS:
-            raise ValueError(f"stage_split must be one of {STAGE_SPLITS}, got {self.stage_split!r}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
-        if self.trajectory_bank is not None and (not isinstance(self.trajectory_bank, int)
-                                                 or self.trajectory_bank < self.batch_size):
-            raise ValueError(f"trajectory_bank must be None or an integer >= batch_size ({self.batch_size}), "
-                             f"got {self.trajectory_bank!r}")
+            raise UnlearnkitError(f"t_prime={self.t_prime!r} must leave both stages non-empty: "
+                                  f"expected 1 <= t_prime < {self.num_inference_steps}")
+        check_choice(self.stage_split, "stage_split", STAGE_SPLITS)
+        check_choice(self.scope, "scope", scope_names())
+        check_integer(self.batch_size, "batch_size", minimum=1)
+        check_number(self.trajectory_guidance, "trajectory_guidance")
+        check_seed(self.seed)
+        check_integer(self.trajectory_bank, "trajectory_bank", minimum=self.batch_size, allow_none=True)
+        if self.saliency is not None and not isinstance(self.saliency, SaliencyConfig):
+            raise BadTypeError(f"saliency={self.saliency!r}: expected a SaliencyConfig or None")
+
+    @classmethod
+    def from_hyperparameters(cls, saliency: dict | None = None, **hyperparameters) -> "ANTConfig":
+        """From flat hyperparameters: the loss weights by their Eq. (3) names (``lambda1``, ``eta``, …) and
+        ``saliency`` as a dict of :meth:`SaliencyConfig.from_hyperparameters` settings (``{}``: the default map)."""
+        weights = TrajectoryLossWeights(**{k: v for k, v in hyperparameters.items() if k in WEIGHT_NAMES})
+        rest = {k: v for k, v in hyperparameters.items() if k not in WEIGHT_NAMES}
+        if isinstance(saliency, dict):
+            saliency = SaliencyConfig.from_hyperparameters(**saliency)
+        return cls(weights=weights, saliency=saliency, **rest)
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class SaliencyConfig:
-    """Augmentation-enhanced saliency map (ANT §3.3): N_c prompts × N_s seeds, each thresholded, intersected."""
-
-    threshold: SaliencyThreshold = field(default_factory=lambda: SaliencyThreshold(keep_fraction=0.5))
-    seeds: tuple[int, ...] = (24, 42, 98, 403, 3407)   # the seeds of the ANT release
-    max_prompts: int | None = None
-    augment: int | None = None          # N_c prompts from the world's seeded prompt augmentation (None: the concept's)
-    augment_seed: int = 0
-
-    def __post_init__(self):
-        if not self.seeds:
-            raise ValueError("SaliencyConfig.seeds is empty: give at least one seed")
-        if self.augment is not None and (not isinstance(self.augment, int) or self.augment <= 0):
-            raise ValueError(f"SaliencyConfig.augment must be a positive number of prompts or None, got {self.augment!r}")
 
 
 def _concept_prompts(concept: Concept | None, prompts) -> list[str]:
@@ -90,10 +128,11 @@ def _concept_prompts(concept: Concept | None, prompts) -> list[str]:
 
 
 class ANTStep:
-    """One ANT update's forward work, shared by training and by saliency-map collection.
+    """One ANT update's forward work (Eq. 3), shared by training, saliency-map collection and MACE's ANT objective.
 
-    With a :class:`~unlearnkit.methods.parts.trajectory_bank.TrajectoryBank` the frozen points and targets are read from it
-    (one trainable UNet call per update); without, a frozen trajectory is sampled for the update's prompt and seed.
+    With a :class:`~unlearnkit.methods.parts.trajectory_bank.TrajectoryBank` the frozen points and targets are read
+    from it (one trainable UNet call per update); without, a frozen trajectory is sampled for the update's prompt
+    and seed. ``delta`` switches the edit off for the frozen model (None: the model is the frozen one).
     """
 
     def __init__(self, world, delta: TrainableDelta | None, config: ANTConfig, bank: TrajectoryBank | None = None):
@@ -103,8 +142,6 @@ class ANTStep:
         self.sampler = SamplerSettings(config.num_inference_steps, config.trajectory_guidance)
 
     def _frozen(self):
-        from contextlib import nullcontext
-
         return self.delta.frozen() if self.delta is not None else nullcontext()
 
     def _frozen_points(self, prompts: list[str], seeds: list[int], steps) -> tuple[torch.Tensor, ...]:
@@ -120,27 +157,21 @@ class ANTStep:
             frozen_cond, frozen_uncond = predict_eps(self.unet, x, t, c, self.uncond)
         return x, t, frozen_cond, frozen_uncond
 
-    def loss(self, prompt: str, seed: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Eq. (3) for one update; with a bank, ``prompt``/``seed`` are ignored and ``batch_size`` runs are drawn."""
-        cfg = self.config
-        w = cfg.weights
+    def _draw_steps(self, generator: torch.Generator) -> tuple[int, ...]:
+        cfg, w = self.config, self.config.weights
         s_early, s_late = draw_stage_steps(cfg.t_prime, cfg.num_inference_steps, generator, w.erase_span,
                                            cfg.stage_split)
-        steps = (s_early, s_late) if w.needs_early else (s_late,)
-        if self.bank is None:
-            prompts = [prompt] * cfg.batch_size
-            x, t, frozen_cond, frozen_uncond = self._frozen_points(prompts, [seed + i for i in range(cfg.batch_size)],
-                                                                   steps)
-        else:
-            runs = torch.randperm(len(self.bank), generator=generator)[:cfg.batch_size].tolist()
-            prompts = [self.bank.prompts[r] for r in runs]
-            x, t, frozen_cond, frozen_uncond = self.bank.points(runs, steps, self.unet.device)
+        return (s_early, s_late) if w.needs_early else (s_late,)
+
+    def _terms(self, prompts: list[str], x, t, frozen_cond, frozen_uncond, steps) -> dict[str, torch.Tensor]:
+        """The trainable predictions at the frozen points in one UNet call, and the Eq. (3) terms."""
+        w = self.config.weights
         c = self.world.embeddings(prompts).to(x.device).repeat(len(steps), 1, 1)
         if w.needs_uncond:
             eps_cond, eps_uncond = predict_eps(self.unet, x, t, c, self.uncond)
         else:
             eps_cond, eps_uncond = predict_eps(self.unet, x, t, c), None
-        b = cfg.batch_size
+        b = len(prompts)
 
         def late(v):
             return None if v is None else v[-b:]
@@ -157,13 +188,35 @@ class ANTStep:
         terms["t_late"] = t[-1].float().cpu()
         return terms
 
+    def loss(self, prompt: str, seed: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Eq. (3) for one update; with a bank, ``prompt``/``seed`` are ignored and ``batch_size`` runs are drawn
+        after the steps."""
+        cfg = self.config
+        steps = self._draw_steps(generator)
+        if self.bank is None:
+            prompts = [prompt] * cfg.batch_size
+            points = self._frozen_points(prompts, [seed + i for i in range(cfg.batch_size)], steps)
+        else:
+            runs = torch.randperm(len(self.bank), generator=generator)[:cfg.batch_size].tolist()
+            prompts = [self.bank.prompts[r] for r in runs]
+            points = self.bank.points(runs, steps, self.unet.device)
+        return self._terms(prompts, *points, steps)
+
+    def loss_on_one_run(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Eq. (3) on one bank run drawn before the steps (MACE-fusion's per-concept LoRA updates)."""
+        run = int(torch.randint(len(self.bank.prompts), (1,), generator=generator))
+        steps = self._draw_steps(generator)
+        return self._terms([self.bank.prompts[run]], *self.bank.points([run], steps, self.unet.device), steps)
+
 
 def saliency_mask(world, concept: Concept | None = None, prompts=None, config: ANTConfig = ANTConfig(),
-                  saliency: SaliencyConfig = SaliencyConfig()) -> tuple[Mask, list[int]]:
-    """ANT Eq. (4)–(5): the intersection over prompts × seeds of thresholded |∇θ L| at the original model.
+                  saliency: SaliencyConfig | None = None) -> tuple[Mask, list[int]]:
+    """M*, ANT Eq. (4)–(5): the intersection over prompts × seeds of thresholded |∇θ L| at the original model.
 
-    Returns ``(M*, active counts after each intersected map)`` — the counts are ANT Fig. 4's curve.
+    ``saliency`` defaults to ``config.saliency`` (or the default map). Returns ``(M*, active counts after each
+    intersected map)`` — the counts are ANT Fig. 4's curve.
     """
+    saliency = saliency or config.saliency or SaliencyConfig()
     if saliency.augment is not None and prompts is None:
         if concept is None:
             raise ValueError("prompt augmentation needs the concept")
@@ -200,13 +253,21 @@ def trajectory_bank_for(world, concept: Concept, config: ANTConfig, prompts=None
                                   config.trajectory_guidance)[concept.name]
 
 
-def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | None = None, prompts=None,
-        progress: bool = True, bank: TrajectoryBank | None = None) -> tuple[Edit, list[dict]]:
-    """Erase ``concept`` with ANT; return the Edit and a per-iteration log. The world's model is left unchanged.
+def prepare(world, concepts, config: ANTConfig = ANTConfig(), prompts=None) -> dict:
+    """``mask`` (with ``config.saliency``) and ``bank`` (with ``config.trajectory_bank``) for :func:`fit`, from the
+    world's current (original) model."""
+    concept = only_concept(concepts, "ANT")
+    inputs = {}
+    if config.saliency is not None:
+        inputs["mask"], _ = saliency_mask(world, concept, prompts, config)
+    if config.trajectory_bank is not None:
+        inputs["bank"] = trajectory_bank_for(world, concept, config, prompts)
+    return inputs
 
-    ``mask`` is M* (from :func:`saliency_mask`); ``None`` trains every parameter of ``config.scope``
-    (ANT Table 5 "whole UNet").
-    """
+
+def _train(world, concept, config: ANTConfig, mask: Mask | None, prompts, progress: bool,
+           bank: TrajectoryBank | None) -> tuple[Edit, list[dict]]:
+    """Masked training with Eq. (3); the world's model is left unchanged."""
     prompts = _concept_prompts(concept, prompts)
     unet = world.pipe.unet
     scoped = select_parameters(unet, config.scope)
@@ -223,7 +284,7 @@ def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | N
     with training_in_place(unet, names, mask) as delta:
         opt = torch.optim.Adam(list(delta.params.values()), lr=config.lr)
         step = ANTStep(world, delta, config, bank)
-        for it in tqdm(range(config.iterations), desc=f"ANT {concept.name}", disable=not progress):
+        for _ in tqdm(range(config.iterations), desc=f"ANT {concept.name}", disable=not progress):
             prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
             seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
             terms = step.loss(prompt, seed, generator)
@@ -238,24 +299,32 @@ def fit(world, concept: Concept, config: ANTConfig = ANTConfig(), mask: Mask | N
     return edit, log
 
 
-def erase(world, concept: Concept, config: ANTConfig = ANTConfig(), saliency: SaliencyConfig | None = SaliencyConfig(),
-          prompts=None, progress: bool = True, bank: TrajectoryBank | None = None) -> tuple[Edit, dict]:
-    """ANT end to end: the saliency map M* (Eq. 4–5; ``saliency=None`` trains the whole scope) then masked training.
+def fit(world, concepts, config: ANTConfig = ANTConfig(), *, progress: bool = False, mask: Mask | None = None,
+        prompts=None, bank: TrajectoryBank | None = None) -> Erasure:
+    """ANT end to end: M* (``config.saliency``, unless ``mask`` is given) then masked training on the concept.
+    The world's model is left unchanged.
 
-    Returns the Edit and an info dict with the active-parameter curve (ANT Fig. 4), the mask size and the log.
+    ``mask``: a precomputed M*; ``prompts``: training prompts (default the concept's); ``bank``: a frozen-trajectory
+    bank of an earlier run with the same settings (``info["trajectory_bank"]``). ``info``: ``scope_parameters``,
+    ``active_parameters``, ``active_curve`` (ANT Fig. 4, when M* is computed here) and ``trajectory_bank``.
     """
+    concept = only_concept(concepts, "ANT")
     info: dict = {"scope_parameters": sum(p.numel() for p in select_parameters(world.pipe.unet, config.scope).values())}
-    mask = None
-    if saliency is not None:
-        mask, counts = saliency_mask(world, concept, prompts, config, saliency)
+    if mask is None and config.saliency is not None:
+        mask, counts = saliency_mask(world, concept, prompts, config)
         info["active_curve"] = counts
         info["active_parameters"] = counts[-1]
     else:
-        info["active_parameters"] = info["scope_parameters"]
+        info["active_parameters"] = info["scope_parameters"] if mask is None else count_active(mask)
     if config.trajectory_bank is not None and bank is None:
         bank = trajectory_bank_for(world, concept, config, prompts)
-    edit, log = fit(world, concept, config, mask=mask, prompts=prompts, progress=progress, bank=bank)
+    edit, log = _train(world, concept, config, mask, prompts, progress, bank)
     info["trajectory_bank"] = bank
     edit.metadata["active_parameters"] = info["active_parameters"]
-    info["log"] = log
-    return edit, info
+    return Erasure([edit], log, info)
+
+
+METHODS = (
+    Method("ant", "ANT", "ANT: trajectory-aware loss inside an augmentation-enhanced saliency map (ANT Eq. 3-6)",
+           ANTConfig, frozenset({ONE}), fit, build_config=ANTConfig.from_hyperparameters, prepare=prepare),
+)

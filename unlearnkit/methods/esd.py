@@ -1,15 +1,8 @@
-"""ESD — Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023): ESD-x and ESD-u.
+"""ESD — Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023): negative guidance, ESD §4.
 
-Algorithm per update (ESD §4):
-1. draw a prompt of the concept, a fresh seed and a paper step ``s ~ U{1, …, N}`` (``N`` = 50 DDIM steps);
-2. partially sample the model **being edited** with CFG 3 from that seed's noise until step ``s``
-   (``sample_latents(..., snapshot_steps=(s,), stop_at_last_snapshot=True)``) — ``x_t`` and the DDIM timestep
-   ``t`` it enters with (released ESD also samples the trained model; the "remaining steps" counting of the old
-   CompVis sampler is not reproduced);
-3. frozen predictions ``ε*(x_t, c)``, ``ε*(x_t, ∅)`` in one batched no-grad call (the edit switched off);
-4. ``L = ‖ε_θ(x_t, c) − sg[ε*(∅) − η(ε*(c) − ε*(∅))]‖²`` (:func:`unlearnkit.methods.parts.losses.esd.esd_loss`); Adam step.
-
-ESD-x trains every cross-attention parameter (scope ``xattn``), ESD-u everything else (scope ``non_xattn``).
+Per update: partially sample the model being edited to a random paper step ``s``, then
+``L = ‖ε_θ(x_t, c) − sg[ε*(∅) − η(ε*(c) − ε*(∅))]‖²`` with ``ε*`` the model with the edit switched off.
+ESD-x trains the cross-attention (scope ``xattn``), ESD-u everything else (``non_xattn``).
 """
 from __future__ import annotations
 
@@ -18,25 +11,22 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import predict_eps
-from unlearnkit.core.edits import Edit
-from unlearnkit.methods.parts.losses.esd import esd_loss
-from unlearnkit.core.params import scope_names, select_parameters
-from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
 from unlearnkit.core.edits import training_in_place
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.core.validation import check_choice, check_integer, check_number, check_seed
+from unlearnkit.methods.contract import ONE, SEVERAL_JOINT, Erasure, Method, joint_concept
+from unlearnkit.methods.parts.losses.esd import esd_loss
+from unlearnkit.sampling import SamplerSettings, cfg_guidance, sample_latents
 
-__all__ = ["ESDConfig", "ESD_X", "ESD_U", "fit"]
+__all__ = ["ESDConfig", "ESD_X", "ESD_U", "fit", "METHODS"]
 
 
 @dataclass(frozen=True)
 class ESDConfig:
-    """ESD hyperparameters; defaults are the SD v1.4 settings of the ESD paper and its original CompVis script
-    ``train-esd.py``: lr 1e-5, 1000 iterations, η (``negative_guidance``) 1,
-    ``start_guidance`` 3 (CFG of the partial sampling), 50 DDIM steps, batch 1, Adam.
-
-    ``scope``: ``"xattn"`` for ESD-x, ``"non_xattn"`` for ESD-u (or any :data:`unlearnkit.core.params.SCOPES` name).
-    """
+    """ESD's SD v1.4 settings: lr 1e-5, 1000 iterations, η (``negative_guidance``) 1, CFG 3 for the partial
+    sampling (``start_guidance``), 50 DDIM steps, batch 1, Adam; ``scope`` any :func:`unlearnkit.core.params.scope_names`
+    name (``xattn`` for ESD-x, ``non_xattn`` for ESD-u)."""
 
     lr: float = 1e-5
     iterations: int = 1000
@@ -48,16 +38,13 @@ class ESDConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        check_number(self.lr, "lr", positive=True)
         for name in ("iterations", "num_inference_steps", "batch_size"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.negative_guidance > 0:
-            raise ValueError(f"negative_guidance (η) must be > 0, got {self.negative_guidance!r}")
-        if self.scope not in scope_names():
-            raise ValueError(f"unknown parameter scope {self.scope!r}; expected one of {scope_names()}")
+            check_integer(getattr(self, name), name, minimum=1)
+        check_number(self.negative_guidance, "negative_guidance", positive=True)
+        check_choice(self.scope, "scope", scope_names())
+        check_number(self.start_guidance, "start_guidance", minimum=0)
+        check_seed(self.seed)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,13 +58,12 @@ def variant(config: ESDConfig) -> str:
     return {"xattn": "esd-x", "non_xattn": "esd-u"}.get(config.scope, f"esd[{config.scope}]")
 
 
-def fit(world, concept: Concept, config: ESDConfig = ESD_X, prompts=None,
-        progress: bool = True) -> tuple[Edit, list[dict]]:
-    """Erase ``concept`` with ESD; return the Edit and a per-iteration log. The world's UNet is left unchanged.
+def fit(world, concepts, config: ESDConfig = ESD_X, *, progress: bool = False, prompts=None) -> Erasure:
+    """Erase the concept with ESD (several: once on their joint concept); the world's UNet is left unchanged.
 
-    ``prompts``: the training prompts (default the concept's prompts; the ESD paper trains on the concept's name
-    alone, e.g. ``prompts=["nudity"]``).
+    ``prompts``: the training prompts (default the concept's; the ESD paper trains on the name alone).
     """
+    concept = joint_concept(concepts, "ESD")
     prompts = list(prompts if prompts is not None else concept.prompts)
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError(f"ESD needs non-empty training prompts, got {prompts!r}")
@@ -111,5 +97,13 @@ def fit(world, concept: Concept, config: ESDConfig = ESD_X, prompts=None,
         edit = delta.to_edit(name=f"{variant(config)}:{concept.name}",
                              metadata={"method": variant(config), "concept": concept.name,
                                        "config": config.as_dict()})
-    return edit, log
+    return Erasure([edit], log)
+
+
+METHODS = (
+    Method("esd-x", "ESD-x", "ESD-x: negative guidance on cross-attention (ESD)", ESDConfig,
+           frozenset({ONE, SEVERAL_JOINT}), fit, defaults={"scope": "xattn"}),
+    Method("esd-u", "ESD-u", "ESD-u: negative guidance on the non-cross-attention layers (ESD)", ESDConfig,
+           frozenset({ONE, SEVERAL_JOINT}), fit, defaults={"scope": "non_xattn"}),
+)
 

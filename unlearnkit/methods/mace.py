@@ -1,51 +1,23 @@
-"""Mass concept erasure: one LoRA per concept, fused in closed form — MACE's framework with ANT's loss (ANT §3.4).
+"""MACE-style mass erasure: one LoRA per concept, fused in closed form by ANT Eq. (7) (ANT §3.4, MACE stages 2–3).
 
-Pipeline (ANT §3.4, Fig. 6; MACE stages 2–3):
+Each concept's rank-``rank`` LoRA on every ``attn2.to_k`` / ``to_v`` is trained with ANT's trajectory-aware loss
+Eq. (3) (``objective="ant"``) or MACE's attention loss (``objective="mace"``: ‖A[concept + end-of-text tokens]‖_F
+at importance-sampled ``t``), the frozen model being the UNet with the adapter switched off. The fusion solves
 
-1. **Per-concept LoRA** (:func:`train_concept_lora`): a peft LoRA (rank ``rank``) on every cross-attention
-   ``attn2.to_k`` / ``attn2.to_v`` of the world's UNet, trained with
+    W* (Σ_i G_i + β G_p) = W (Σ_i G_i + β G_p) + s Σ_i ΔW_i G_i,    G = Σ_j e_j e_jᵀ over token embeddings,
 
-   * ``objective="ant"`` — ANT's trajectory-aware loss, Eq. (3) (:mod:`unlearnkit.methods.parts.losses.trajectory`): frozen
-     DDIM trajectories of the concept's prompts give the early sample ``z₁`` (t > t′, preserve the conditional field)
-     and the late sample ``z₂`` (t ≤ t′, steer ε(z₂, c) to ε*(z₂, ∅) − η δ*(c)); the uncond terms keep ε(∅);
-   * ``objective="mace"`` — MACE's stage-2 attention loss (the baseline variant): the Frobenius norm (not squared)
-     of the cross-attention probabilities on the concept's tokens and on every end-of-text/padding token, summed
-     over layers, at ``x_t`` forward-noised from the frozen model's own images of the concept with MACE's
-     importance-sampled ``t`` (density ∝ σ(0.05(t − 200)) − σ(0.05(t − 400))).
-
-   The frozen model is the same UNet with the adapter switched off (``unet.disable_adapters()``), never a copy; the
-   adapter is unloaded afterwards, so the base weights are bit-identical to before.
-
-2. **Closed-form fusion** (:func:`fuse_loras`), ANT Eq. (7):
-
-       W* = argmin Σ_i Σ_j ‖W* e_jᶠ − (W + s·ΔW_i) e_jᶠ‖² + β Σ_j ‖W* e_jᵖ − W e_jᵖ‖²
-
-   with ``e_jᶠ`` the token embeddings of concept *i*'s prompts and ``e_jᵖ`` those of a prior-preservation set.
-   Writing ``G_i = Σ_j e_jᶠ e_jᶠᵀ`` and ``G_p = Σ_j e_jᵖ e_jᵖᵀ`` the normal equations are
-
-       W* (Σ_i G_i + β G_p) = W (Σ_i G_i + β G_p) + s Σ_i ΔW_i G_i,
-
-   one ``d × d`` system shared by all layers (LU-factored once) and one solve per layer — 100 LoRAs fuse in
-   seconds. ``s`` is the LoRA scale at fusion (MACE 1, the ANT release 4.3). The result is a dense :class:`Edit`
-   on the ``to_k`` / ``to_v`` weights.
-
-Frozen trajectories are computed once per concept in a :class:`TrajectoryBank` (``trajectory_seeds`` DDIM runs of the
-frozen model, every step's ``z_t`` with the frozen ε(z_t, c) and ε(z_t, ∅) the sampler computed anyway); every loss
-configuration and both objectives train from the same bank. ANT's release draws a fresh trajectory per update;
-``trajectory_seeds=None`` does that (one frozen partial trajectory per update through :class:`~unlearnkit.methods.ant.ANTStep`).
-
-Training concepts is embarrassingly parallel: :func:`train_concept_loras` takes ``shard=(index, num_shards)``
-(default: accelerate's process index) and writes one LoRA per concept as a diffusers/peft LoRA file, so
-``accelerate launch`` or separate processes can split a concept list and a later call fuses whatever is on disk.
+one shared system LU-factored once and one solve per layer. Frozen trajectories come from one
+:class:`TrajectoryBank` per concept (``trajectory_seeds`` runs; None: a fresh trajectory per update).
+:func:`train_concept_loras` takes ``shard=(index, num_shards)`` and writes one diffusers LoRA file per concept,
+so separate processes can split a concept list and a later call fuses whatever is on disk.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -55,18 +27,22 @@ from tqdm.auto import tqdm
 from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import predict_eps, q_sample, validate_paper_step
 from unlearnkit.core.edits import Edit, restore_requires_grad
-from unlearnkit.methods.parts.closed_form import ClosedFormSolver
-from unlearnkit.methods.parts.losses.trajectory import (ABLATION_CONFIGS, STAGE_SPLITS, TrajectoryLossWeights, draw_stage_steps,
-                                 trajectory_loss_terms)
+from unlearnkit.core.errors import BadTypeError, UnlearnkitError
 from unlearnkit.core.params import cross_attention_modules
-from unlearnkit.methods.fmn import recording_cross_attention
+from unlearnkit.core.tokens import concept_start, concept_token_masks
+from unlearnkit.core.validation import check_choice, check_flag, check_integer, check_number, check_seed
+from unlearnkit.methods.ant import ANTConfig, ANTStep
+from unlearnkit.methods.contract import ONE, SEVERAL_NATIVE, Erasure, Method, listed
+from unlearnkit.methods.parts.attention import recording_cross_attention
+from unlearnkit.methods.parts.closed_form import ClosedFormSolver
+from unlearnkit.methods.parts.losses.trajectory import ABLATION_CONFIGS, STAGE_SPLITS, TrajectoryLossWeights
 from unlearnkit.methods.parts.trajectory_bank import TrajectoryBank, sample_trajectory_bank
 
 __all__ = [
     "OBJECTIVES", "TOKEN_MODES", "MACEConfig", "FusionConfig", "ConceptLoRA", "TrajectoryBank",
     "lora_target_modules", "lora_adapter", "build_trajectory_bank", "train_concept_lora", "train_concept_loras",
-    "load_concept_loras", "concept_slug", "concept_start", "token_embeddings", "gram_matrix", "prior_gram", "save_prior_cache",
-    "load_prior_cache", "fuse_loras", "erase", "export_lora_file", "LORA_WEIGHT_NAME",
+    "load_concept_loras", "concept_slug", "token_embeddings", "gram_matrix", "prior_gram", "save_prior_cache",
+    "load_prior_cache", "fuse_loras", "prepare", "fit", "export_lora_file", "LORA_WEIGHT_NAME", "METHODS",
 ]
 
 OBJECTIVES = ("ant", "mace")
@@ -78,12 +54,38 @@ ADAPTER_NAME = "unlearnkit_concept"
 
 # --- configuration ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class FusionConfig:
+    """ANT Eq. (7). ``beta``: weight of the prior-preservation sum; ``lora_scale``: ``s`` in ``(W + s ΔW_i)``
+    (MACE 1.0, the ANT release 4.3); ``lam``: an optional ``λ‖W* − W‖²`` (0 in Eq. 7; MACE's configs use 0 except
+    objects, 1e3) that keeps the system invertible when the embeddings do not span the text space; ``tokens``:
+    which positions of a concept's prompts enter ``G_i`` (:func:`token_embeddings`) — ``"all"`` (MACE/ANT: all
+    77), ``"content"`` (start token to first end-of-text), ``"concept"`` (the name and every position after it) or
+    ``"last_word"`` (the last word of the name and every position after it; ours, for names whose first words are
+    shared with preserved concepts)."""
+
+    beta: float = 1.0
+    lora_scale: float = 1.0
+    lam: float = 0.0
+    tokens: str = "all"
+
+    def __post_init__(self):
+        check_number(self.beta, "beta", minimum=0)
+        check_number(self.lora_scale, "lora_scale", positive=True)
+        check_number(self.lam, "lam", minimum=0)
+        check_choice(self.tokens, "tokens", TOKEN_MODES)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class MACEConfig:
-    """Per-concept LoRA training. Defaults: ANT Table 6's celebrity row (lr 5e-4, λ = (0.4, 0.5, 0.2), t′ = 40) with
-    ANT §4.1's 50 updates per LoRA, and MACE's rank-1 LoRA on ``attn2.to_k`` / ``to_v``.
+    """Per-concept LoRA training and the fusion. Defaults: ANT Table 6's celebrity row (lr 5e-4, λ = (0.4, 0.5,
+    0.2), t′ = 40) with ANT §4.1's 50 updates per LoRA, and MACE's rank-1 LoRA on ``attn2.to_k`` / ``to_v``.
 
     ``objective="mace"`` uses MACE's stage-2 attention loss instead; its paper values are lr 1e-4, 50 steps and
-    8 training images per concept (``trajectory_seeds``).
+    8 training images per concept (``trajectory_seeds``). ``weights``: loss weights or an ANT Table 4 config
+    letter; ``fusion``: Eq. (7)'s settings (:func:`fit`; :func:`train_concept_loras` ignores them).
     """
 
     objective: str = "ant"
@@ -102,72 +104,47 @@ class MACEConfig:
     weight_decay: float = 0.0            # MACE: AdamW 0.01
     grad_clip: float | None = None       # MACE: 1.0
     seed: int = 0
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if not (isinstance(self.rank, int) and self.rank > 0):
-            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
-        if self.lora_alpha is not None and not self.lora_alpha > 0:
-            raise ValueError(f"lora_alpha must be > 0 or None, got {self.lora_alpha!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not (isinstance(self.iterations, int) and self.iterations > 0):
-            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        check_choice(self.objective, "objective", OBJECTIVES)
+        check_integer(self.rank, "rank", minimum=1)
+        check_number(self.lora_alpha, "lora_alpha", positive=True, allow_none=True)
+        check_number(self.lr, "lr", positive=True)
+        check_integer(self.iterations, "iterations", minimum=1)
         if isinstance(self.weights, str):
-            if self.weights not in ABLATION_CONFIGS:
-                raise ValueError(f"weights must be TrajectoryLossWeights or one of {sorted(ABLATION_CONFIGS)}, "
-                                 f"got {self.weights!r}")
+            check_choice(self.weights, "weights", sorted(ABLATION_CONFIGS))
             object.__setattr__(self, "weights", ABLATION_CONFIGS[self.weights])
-        validate_paper_step(self.t_prime, self.num_inference_steps)
+        if not isinstance(self.weights, TrajectoryLossWeights):
+            raise BadTypeError(f"weights={self.weights!r}: expected TrajectoryLossWeights or one of "
+                               f"{sorted(ABLATION_CONFIGS)}")
+        check_integer(self.num_inference_steps, "num_inference_steps", minimum=2)
+        validate_paper_step(self.t_prime, self.num_inference_steps, "t_prime")
         if not 1 <= self.t_prime < self.num_inference_steps:
-            raise ValueError(f"t'={self.t_prime!r} must leave both stages non-empty: "
-                             f"expected 1 <= t' < {self.num_inference_steps}")
-        if self.stage_split not in STAGE_SPLITS:
-            raise ValueError(f"stage_split must be one of {STAGE_SPLITS}, got {self.stage_split!r}")
-        if self.trajectory_seeds is not None and not (isinstance(self.trajectory_seeds, int)
-                                                      and self.trajectory_seeds > 0):
-            raise ValueError(f"trajectory_seeds must be a positive integer or None, got {self.trajectory_seeds!r}")
+            raise UnlearnkitError(f"t_prime={self.t_prime!r} must leave both stages non-empty: "
+                                  f"expected 1 <= t_prime < {self.num_inference_steps}")
+        check_choice(self.stage_split, "stage_split", STAGE_SPLITS)
+        check_number(self.trajectory_guidance, "trajectory_guidance")
+        check_integer(self.trajectory_seeds, "trajectory_seeds", minimum=1, allow_none=True)
         if self.objective == "mace" and self.trajectory_seeds is None:
-            raise ValueError("objective='mace' trains on the frozen model's images: give trajectory_seeds > 0")
-        if self.max_prompts is not None and not (isinstance(self.max_prompts, int) and self.max_prompts > 0):
-            raise ValueError(f"max_prompts must be a positive integer or None, got {self.max_prompts!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+            raise UnlearnkitError("objective='mace' trains on the frozen model's images: give trajectory_seeds > 0")
+        check_integer(self.max_prompts, "max_prompts", minimum=1, allow_none=True)
+        check_flag(self.importance_sampling, "importance_sampling")
+        check_number(self.weight_decay, "weight_decay", minimum=0)
+        check_number(self.grad_clip, "grad_clip", positive=True, allow_none=True)
+        check_seed(self.seed)
+        if not isinstance(self.fusion, FusionConfig):
+            raise BadTypeError(f"fusion={self.fusion!r}: expected a FusionConfig")
+
+    @classmethod
+    def from_hyperparameters(cls, fusion: dict | None = None, **hyperparameters) -> "MACEConfig":
+        """From flat hyperparameters, ``fusion`` as a dict of :class:`FusionConfig` fields."""
+        return cls(fusion=FusionConfig(**(fusion or {})), **hyperparameters)
 
     @property
     def scaling(self) -> float:
         """peft's LoRA scaling ``alpha / r``."""
         return (self.lora_alpha if self.lora_alpha is not None else self.rank) / self.rank
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """ANT Eq. (7). ``beta``: weight of the prior-preservation sum; ``lora_scale``: ``s`` in ``(W + s ΔW_i)``
-    (MACE 1.0, the ANT release 4.3); ``lam``: an optional ``λ‖W* − W‖²`` (0 in Eq. 7; MACE's configs use 0 except
-    objects, 1e3) that keeps the system invertible when the embeddings do not span the text space; ``tokens``:
-    which positions of a concept's prompts enter ``G_i`` (:func:`token_embeddings`) — ``"all"`` (MACE/ANT: all
-    77), ``"content"`` (start token to first end-of-text), ``"concept"`` (the name and every position after it) or
-    ``"last_word"`` (the last word of the name and every position after it; ours, for names whose first words are
-    shared with preserved concepts)."""
-
-    beta: float = 1.0
-    lora_scale: float = 1.0
-    lam: float = 0.0
-    tokens: str = "all"
-
-    def __post_init__(self):
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
-        if not self.lora_scale > 0:
-            raise ValueError(f"lora_scale must be > 0, got {self.lora_scale!r}")
-        if not self.lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {self.lam!r}")
-        if self.tokens not in TOKEN_MODES:
-            raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {self.tokens!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -339,59 +316,12 @@ def build_trajectory_bank(world, concepts: Sequence[Concept], config: MACEConfig
 
 
 # --- the two objectives --------------------------------------------------------------------------------------------
-def _ant_bank_loss(world, bank: TrajectoryBank, config: MACEConfig, uncond, generator) -> dict[str, torch.Tensor]:
-    """ANT Eq. (3) for one update on a bank run: ``z₁`` (t > t′) and ``z₂`` (t ≤ t′) from the same frozen run,
-    all trainable predictions in one UNet call."""
-    w = config.weights
-    run = int(torch.randint(len(bank.prompts), (1,), generator=generator))
-    s_early, s_late = draw_stage_steps(config.t_prime, config.num_inference_steps, generator, w.erase_span,
-                                       config.stage_split)
-    steps = (s_early, s_late) if w.needs_early else (s_late,)
-    device = world.pipe.unet.device
-    x, t, frozen_cond, frozen_uncond = bank.points([run], steps, device)
-    cond = world.embeddings([bank.prompts[run]]).to(device).expand(len(steps), -1, -1)
-    if w.needs_uncond:
-        eps_cond, eps_uncond = predict_eps(world.pipe.unet, x, t, cond, uncond)
-    else:
-        eps_cond, eps_uncond = predict_eps(world.pipe.unet, x, t, cond), None
-
-    def late(v):
-        return None if v is None else v[-1:]
-
-    def early(v):
-        return None if (v is None or not w.needs_early) else v[:1]
-
-    terms = trajectory_loss_terms(
-        w, eps_cond_late=late(eps_cond), frozen_cond_late=late(frozen_cond), frozen_uncond_late=late(frozen_uncond),
-        eps_cond_early=early(eps_cond), frozen_cond_early=early(frozen_cond),
-        frozen_uncond_early=early(frozen_uncond), eps_uncond_early=early(eps_uncond),
-        eps_uncond_late=late(eps_uncond))
-    terms["t_late"] = bank.t[config.num_inference_steps - s_late].float()
-    return terms
-
-
 def mace_timestep_density(num_train_timesteps: int = 1000) -> torch.Tensor:
     """MACE's concept-focal importance sampling: ``p(t) ∝ σ(0.05(t − 200)) − σ(0.05(t − 400))`` (mass ≈ [200, 400])."""
     t = torch.arange(num_train_timesteps, dtype=torch.float64)
     scale = num_train_timesteps / 1000
     p = torch.sigmoid(0.05 * (t / scale - 200)) - torch.sigmoid(0.05 * (t / scale - 400))
     return p / p.sum()
-
-
-def concept_token_mask(tokenizer, prompt: str, concept: str) -> torch.Tensor:
-    """Bool ``[L]``: the positions of ``concept``'s tokens in ``prompt`` and every end-of-text/padding position
-    (MACE's ``use_pooler``)."""
-    length = tokenizer.model_max_length
-    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
-    name_ids = tokenizer(concept, add_special_tokens=False).input_ids
-    mask = torch.zeros(length, dtype=torch.bool)
-    for start in range(len(ids) - len(name_ids) + 1):
-        if name_ids and ids[start:start + len(name_ids)] == name_ids:
-            mask[start:start + len(name_ids)] = True
-    eos = tokenizer.eos_token_id
-    first_eos = ids.index(eos, 1) if eos in ids[1:] else length
-    mask[first_eos:] = True
-    return mask
 
 
 def _mace_attention_loss(world, bank: TrajectoryBank, concept: Concept, config: MACEConfig,
@@ -409,8 +339,9 @@ def _mace_attention_loss(world, bank: TrajectoryBank, concept: Concept, config: 
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     x_t = q_sample(world.pipe.scheduler, x0, t.to(unet.device), noise)
     prompt = bank.prompts[run]
-    mask = concept_token_mask(world.pipe.tokenizer, prompt, concept.name)
-    with recording_cross_attention(unet) as probabilities:      # FMN's recorder: [B·heads, HW, L] per attn2 call
+    # the concept's tokens and every end-of-text/padding position (MACE's use_pooler)
+    mask = concept_token_masks(world.pipe.tokenizer, [prompt], concept.name, require=False)[0]
+    with recording_cross_attention(unet) as probabilities:      # [B·heads, HW, L] per attn2 call
         predict_eps(unet, x_t, t.to(unet.device), world.embeddings([prompt]).to(unet.device))
     loss = torch.stack([torch.linalg.vector_norm(a[..., mask.to(a.device)]) for a in probabilities]).sum()
     return {"attention": loss, "loss": loss, "t": t.float()[0]}
@@ -425,7 +356,6 @@ def train_concept_lora(world, concept: Concept, config: MACEConfig = MACEConfig(
     if config.trajectory_seeds is not None and bank is None:
         bank = build_trajectory_bank(world, [concept], config)[concept.name]
     generator = torch.Generator().manual_seed(config.seed)
-    uncond = world.embeddings([""]).to(unet.device)
     density = mace_timestep_density(int(world.pipe.scheduler.config.num_train_timesteps))
     log: list[dict] = []
     started = time.time()
@@ -433,25 +363,22 @@ def train_concept_lora(world, concept: Concept, config: MACEConfig = MACEConfig(
         params = [p for layer in layers.values() for p in (*layer.lora_A[ADAPTER_NAME].parameters(),
                                                            *layer.lora_B[ADAPTER_NAME].parameters())]
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        fresh_step = None
-        if bank is None:  # ANT's release: one frozen partial trajectory per update
-            from unlearnkit.methods.ant import ANTConfig, ANTStep
-
+        if config.objective == "ant":
             ant_config = ANTConfig(lr=config.lr, iterations=config.iterations, weights=config.weights,
                                    t_prime=config.t_prime, stage_split=config.stage_split, scope="xattn_kv",
                                    num_inference_steps=config.num_inference_steps,
                                    trajectory_guidance=config.trajectory_guidance, seed=config.seed)
-            fresh_step = ANTStep(world, _AdapterSwitch(unet), ant_config)
+            step = ANTStep(world, _AdapterSwitch(unet), ant_config, bank)
             prompts = _concept_prompts(concept, config.max_prompts)
         for _ in tqdm(range(config.iterations), desc=f"LoRA {concept.name}", disable=not progress):
             if config.objective == "mace":
                 terms = _mace_attention_loss(world, bank, concept, config, generator, density)
-            elif fresh_step is not None:
+            elif bank is None:  # ANT's release: one frozen partial trajectory per update
                 prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
                 seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
-                terms = fresh_step.loss(prompt, seed, generator)
+                terms = step.loss(prompt, seed, generator)
             else:
-                terms = _ant_bank_loss(world, bank, config, uncond, generator)
+                terms = step.loss_on_one_run(generator)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if config.grad_clip is not None:
@@ -488,13 +415,15 @@ def _shard(shard) -> tuple[int, int]:
 
 def train_concept_loras(world, concepts: Sequence[Concept], config: MACEConfig = MACEConfig(),
                         out_dir: str | Path | None = None, shard: tuple[int, int] | None = None,
-                        banks: dict[str, TrajectoryBank] | None = None, progress: bool = False) -> dict[str, ConceptLoRA]:
+                        banks: dict[str, TrajectoryBank] | None = None, progress: bool = False,
+                        logs: dict[str, list[dict]] | None = None) -> dict[str, ConceptLoRA]:
     """Train the LoRAs of this process's share of ``concepts``: those at positions ``i`` with
     ``i % num_shards == index`` (``shard=None``: accelerate's process index and count, else ``(0, 1)``).
 
     With ``out_dir`` each LoRA is written to ``out_dir/<slug>/pytorch_lora_weights.safetensors`` and concepts
     whose file already exists are loaded instead of retrained (resumable; processes never write the same file).
-    Returns this shard's LoRAs by concept name.
+    ``banks``: frozen trajectories by concept name (:func:`build_trajectory_bank`); ``logs``: a dict that receives
+    each trained concept's per-update log. Returns this shard's LoRAs by concept name.
     """
     index, count = _shard(shard)
     concepts = list(concepts)
@@ -517,6 +446,8 @@ def train_concept_loras(world, concepts: Sequence[Concept], config: MACEConfig =
     for c in todo:
         lora, log = train_concept_lora(world, c, config, banks[c.name] if banks else None, progress)
         lora.metadata["final_loss"] = log[-1]["loss"]
+        if logs is not None:
+            logs[c.name] = log
         if out_dir is not None:
             lora.save(Path(out_dir) / concept_slug(c.name))
         out[c.name] = lora
@@ -534,29 +465,17 @@ def load_concept_loras(out_dir: str | Path, concepts: Sequence[Concept | str]) -
 
 
 # --- fusion (ANT Eq. 7) ----------------------------------------------------------------------------------------------
-def concept_start(tokenizer, prompt: str, concept: str, last_word: bool = False) -> int | None:
-    """Position of the first token of ``concept`` in ``prompt`` (``last_word``: of the name's last word, within
-    the first occurrence of the whole name); ``None`` when the name does not occur."""
-    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
-    name_ids = tokenizer(concept, add_special_tokens=False).input_ids
-    last_ids = tokenizer(concept.split()[-1], add_special_tokens=False).input_ids if concept.split() else name_ids
-    for start in range(len(ids) - len(name_ids) + 1):
-        if name_ids and ids[start:start + len(name_ids)] == name_ids:
-            # a word's tokens may merge differently alone than after the name's other words: clamp to the name
-            return start + max(len(name_ids) - len(last_ids), 0) if last_word else start
-    return None
-
-
 def token_embeddings(world, texts: Sequence[str], tokens: str = "all", concept: str | None = None) -> torch.Tensor:
     """Text-encoder outputs of ``texts`` as context rows ``[n, d]``: every position (``"all"``, MACE/ANT), the
     start token up to and including the first end-of-text (``"content"``), the concept's own tokens and every
     position after them (``"concept"``: the name, end-of-text and padding — the positions MACE's attention loss
-    reads; in a causal text encoder the template tokens before the name are the same for every concept, so they
-    are left to the prior term), or the last word of the name and every position after it (``"last_word"``, ours:
-    by the same causality the embedding of a first name, "anna" in "a portrait of anna adams", is identical in
-    "a portrait of anna baker", so with a preserved "anna baker" that row would ask the fusion to move and to keep
-    the same vector; for a one-word name it equals ``"concept"``). Prompts that do not contain the name keep their
-    first end-of-text and the padding (truncated prompts: the last position)."""
+    reads), or the last word of the name and every position after it (``"last_word"``, ours; for a one-word name
+    it equals ``"concept"``). Prompts that do not contain the name keep their first end-of-text and the padding
+    (truncated prompts: the last position)."""
+    # In a causal text encoder the template tokens before the name are the same for every concept, so "concept"
+    # leaves them to the prior term; by the same causality a first name ("anna" in "a portrait of anna adams") is
+    # embedded as in a preserved "anna baker", and "last_word" drops it so the fusion is not asked both to move and
+    # to keep one vector.
     if tokens not in TOKEN_MODES:
         raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {tokens!r}")
     if tokens in ("concept", "last_word") and not concept:
@@ -592,8 +511,7 @@ def gram_matrix(contexts: torch.Tensor) -> torch.Tensor:
 
 def prior_gram(world, texts: Sequence[str], tokens: str = "all", batch_size: int = 256) -> torch.Tensor:
     """The prior-preservation Gram ``Σ_j e_jᵖ e_jᵖᵀ`` of ``texts`` (generic captions, preserved concepts) — MACE's
-    COCO cache, built from a caption list we can ship. Layer independent: the targets ``W e`` use each layer's own
-    original ``W``."""
+    COCO cache. Layer independent: the targets ``W e`` use each layer's own original ``W``."""
     texts = list(texts)
     tokens = "all" if tokens in ("concept", "last_word") else tokens   # the prior keeps every position of its texts
     gram = None
@@ -687,24 +605,41 @@ def default_prior_texts(world, n: int = 200) -> list[str]:
     return list(dict.fromkeys(world.coco_prompts(n).prompt))
 
 
-def erase(world, concepts: Concept | Sequence[Concept], config: MACEConfig = MACEConfig(),
-          fusion: FusionConfig = FusionConfig(), preserve_texts: Sequence[str] | None = None,
-          lora_dir: str | Path | None = None, progress: bool = False) -> tuple[Edit, dict]:
-    """Train one LoRA per concept (``config``) and fuse them all (``fusion``, ANT Eq. 7) into one Edit.
+def prepare(world, concepts, config: MACEConfig = MACEConfig()) -> dict:
+    """``{"banks": …}`` for :func:`fit` (none without ``trajectory_seeds``), from the world's original model."""
+    concepts = listed(concepts, "MACE")
+    return {} if config.trajectory_seeds is None else {"banks": build_trajectory_bank(world, concepts, config)}
 
-    ``preserve_texts`` form the prior set (default: the world's generic captions).
+
+def fit(world, concepts, config: MACEConfig = MACEConfig(), *, progress: bool = False,
+        preserve_texts: Sequence[str] | None = None, lora_dir: str | Path | None = None,
+        banks: dict[str, TrajectoryBank] | None = None) -> Erasure:
+    """Train one LoRA per concept and fuse them all (``config.fusion``, ANT Eq. 7) into one Edit.
+
+    ``preserve_texts``: the prior set (default: the world's generic captions); ``lora_dir``: where the LoRAs are
+    written and resumed from; ``banks``: frozen trajectories (:func:`prepare`). ``log``: every update of every LoRA
+    (``concept`` names the LoRA); ``info``: fusion timing and each LoRA's training seconds.
     """
-    concepts = [concepts] if isinstance(concepts, Concept) else list(concepts)
-    if not concepts:
-        raise ValueError("no concepts to erase")
-    loras = train_concept_loras(world, concepts, config, lora_dir, shard=(0, 1), progress=progress)
+    concepts = listed(concepts, "MACE")
+    fusion = config.fusion
+    logs: dict[str, list[dict]] = {}
+    loras = train_concept_loras(world, concepts, config, lora_dir, shard=(0, 1), banks=banks, progress=progress,
+                                logs=logs)
     texts = list(preserve_texts) if preserve_texts is not None else default_prior_texts(world)
     grams = concept_grams(world, concepts, fusion.tokens, config.max_prompts)
     edit, info = fuse_loras(world.pipe.unet, list(loras.values()), grams,
                             prior_gram(world, texts, fusion.tokens) if texts else None, fusion,
                             name=f"mace-{config.objective}:" + "+".join(c.name for c in concepts))
     edit.metadata["config"] = config.as_dict()
-    return edit, {**info, "train_seconds": {n: l.metadata.get("train_seconds") for n, l in loras.items()}}
+    log = [{"concept": name, **row} for name, rows in logs.items() for row in rows]
+    return Erasure([edit], log, {**info, "train_seconds": {n: l.metadata.get("train_seconds")
+                                                         for n, l in loras.items()}})
+
+
+METHODS = (
+    Method("mace", "MACE", "MACE / ANT-fusion: one LoRA per concept, closed-form fusion (ANT Eq. 7)", MACEConfig,
+           frozenset({ONE, SEVERAL_NATIVE}), fit, build_config=MACEConfig.from_hyperparameters, prepare=prepare),
+)
 
 
 # --- export --------------------------------------------------------------------------------------------------------

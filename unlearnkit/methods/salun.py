@@ -1,21 +1,9 @@
-"""SalUn — Saliency Unlearning for text-to-image diffusion (Fan et al., ICLR 2024).
+"""SalUn (Fan et al., ICLR 2024): random-label forgetting inside a weight-saliency mask, SalUn Eq. (3)–(4).
 
-Algorithm (SalUn §4, the SD recipe of the release):
-1. images of the concept (forget set D_f) and of retained content (D_r) are generated once with the pretrained
-   model (:func:`unlearnkit.methods.ablating.generate_latents`);
-2. **weight saliency** (SalUn Eq. 3): ``g = ∇θ ℓ_f(θ; D_f)`` at the pretrained weights, accumulated over D_f, with
-   ``ℓ_f = −‖ε − ε̃_θ(x_t, c)‖²`` on the classifier-free-guided prediction
-   ``ε̃ = ε_θ(x_t, ∅) + (1 + w)(ε_θ(x_t, c) − ε_θ(x_t, ∅))`` (``w`` = ``mask_guidance``, the release's
-   ``--c_guidance``); ``m_S = 1(|g| ≥ γ)`` with γ chosen so that ``keep_fraction`` of all entries of the scope are
-   kept (one threshold over the whole UNet);
-3. **masked fine-tuning** (SalUn Eq. 4: ``θ_u = m_S ⊙ (Δθ + θ₀) + (1 − m_S) ⊙ θ₀``) with the random-label objective
-   for diffusion: the concept's prediction is pulled to a *different* concept's prediction at the same ``x_t``,
-   plus ``α`` times the ordinary denoising loss on D_r (:func:`unlearnkit.methods.parts.losses.ablation.salun_loss_terms`).
-
-What the "different concept" is: ``pseudo_prompts`` — by default the Concept's anchor prompts (the release erases
-"a photo of a nude person" towards "a photo of a person wearing clothes", and uses those clothed prompts and images
-as D_r too). ``mask_select="salun_released"`` keeps the *smallest* ``keep_fraction`` of ``|g|`` instead, as the
-released ``generate_mask.py`` does (it thresholds ascending ranks) — a compatibility mode only.
+``m_S = 1(|∇θ ℓ_f| ≥ γ)`` over D_f at the pretrained weights (one γ for the whole scope, keeping ``keep_fraction``),
+then masked fine-tuning: the concept's prediction is pulled to a different concept's (``pseudo_prompts``, default the
+anchor prompts) at the same ``x_t``, plus ``alpha`` times the denoising loss on D_r. ``mask_select="salun_released"``
+keeps the smallest ``keep_fraction`` of ``|g|`` instead, as the release does (a compatibility mode).
 """
 from __future__ import annotations
 
@@ -26,17 +14,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import guided_eps, predict_eps
-from unlearnkit.core.edits import Edit
-from unlearnkit.methods.parts.losses.ablation import salun_loss_terms
-from unlearnkit.methods.parts.saliency import Mask, SaliencyThreshold, check_mask_in_scope, count_active, nonempty, saliency_map
-from unlearnkit.core.params import scope_names, select_parameters
-from unlearnkit.sampling import SamplerSettings
 from unlearnkit.core.edits import training_in_place
-from unlearnkit.methods.ablating import GeneratedLatents, anchor_prompts_of, generate_latents, noised, random_batch
+from unlearnkit.core.params import scope_names, select_parameters
+from unlearnkit.core.validation import check_choice, check_integer, check_number, check_seed
+from unlearnkit.methods.ablating import anchor_prompts_of
+from unlearnkit.methods.contract import ONE, SEVERAL_JOINT, Erasure, Method, joint_concept
+from unlearnkit.methods.parts.losses.ablation import salun_loss_terms
+from unlearnkit.methods.parts.saliency import (Mask, SaliencyThreshold, check_mask_in_scope, count_active, nonempty,
+                                               saliency_map)
+from unlearnkit.methods.parts.training_data import GeneratedLatents, generate_latents, noised, random_batch
+from unlearnkit.sampling import SamplerSettings, check_sampler
 
-__all__ = ["SalUnConfig", "global_saliency_mask", "saliency_mask", "fit"]
+__all__ = ["SalUnConfig", "global_saliency_mask", "saliency_mask", "prepare", "fit", "METHODS"]
 
 THRESHOLD_SCOPES = ("global", "per_tensor")
 MASK_SELECTIONS = ("top", "salun_released")
@@ -44,13 +34,10 @@ MASK_SELECTIONS = ("top", "salun_released")
 
 @dataclass(frozen=True)
 class SalUnConfig:
-    """SalUn hyperparameters for SD v1.4, from the release's README and scripts: lr 1e-5, 5 epochs, batch 8,
-    ``alpha`` 0.5 (retain-loss weight), mask threshold 0.5 (``with_0.5.pt``), ``c_guidance`` 7.5 for the mask,
-    ``train_method full`` (the whole UNet), Adam.
-
-    ``forget_images`` / ``retain_images``: sizes of D_f and D_r generated with ``sampler`` (the release reads image
-    folders; 200 each is our choice, AC's anchor-set size). One epoch is ``⌈forget_images / batch_size⌉`` updates.
-    """
+    """SalUn's released SD v1.4 settings: lr 1e-5, 5 epochs, batch 8, ``alpha`` 0.5 (retain-loss weight), mask
+    ``keep_fraction`` 0.5, CFG 7.5 for the mask (``mask_guidance``), the whole UNet, Adam. D_f and D_r are
+    ``forget_images`` / ``retain_images`` images drawn with ``sampler`` (200 each, ours); one epoch is
+    ``⌈forget_images / batch_size⌉`` updates."""
 
     lr: float = 1e-5
     epochs: int = 5
@@ -67,22 +54,17 @@ class SalUnConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        check_number(self.lr, "lr", positive=True)
         for name in ("epochs", "batch_size", "forget_images", "retain_images"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
-        if not (0 < self.keep_fraction <= 1):
-            raise ValueError(f"keep_fraction must lie in (0, 1], got {self.keep_fraction!r}")
-        if self.threshold_scope not in THRESHOLD_SCOPES:
-            raise ValueError(f"threshold_scope must be one of {THRESHOLD_SCOPES}, got {self.threshold_scope!r}")
-        if self.mask_select not in MASK_SELECTIONS:
-            raise ValueError(f"mask_select must be one of {MASK_SELECTIONS}, got {self.mask_select!r}")
-        if self.scope not in scope_names():
-            raise ValueError(f"unknown parameter scope {self.scope!r}; expected one of {scope_names()}")
+            check_integer(getattr(self, name), name, minimum=1)
+        check_number(self.alpha, "alpha", minimum=0)
+        check_number(self.keep_fraction, "keep_fraction", above=0, maximum=1)
+        check_choice(self.threshold_scope, "threshold_scope", THRESHOLD_SCOPES)
+        check_choice(self.mask_select, "mask_select", MASK_SELECTIONS)
+        check_number(self.mask_guidance, "mask_guidance", minimum=0)
+        check_choice(self.scope, "scope", scope_names())
+        check_sampler(self.sampler)
+        check_seed(self.seed)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -138,17 +120,41 @@ def saliency_mask(world, forget_data: GeneratedLatents, config: SalUnConfig = Sa
             p.grad = None
 
 
-def fit(world, concept: Concept, config: SalUnConfig = SalUnConfig(), mask: Mask | None = None,
-        pseudo_prompts=None, retain_prompts=None, forget_data: GeneratedLatents | None = None,
-        retain_data: GeneratedLatents | None = None, progress: bool = True) -> tuple[Edit, list[dict]]:
-    """Erase ``concept`` with SalUn; return the Edit (its metadata holds the mask size) and a per-update log.
-
-    ``mask`` is m_S (computed by :func:`saliency_mask` when omitted); ``pseudo_prompts`` the different concept's
-    prompts c′ (default: the concept's anchor prompts); ``retain_prompts`` D_r's prompts (default: the pseudo
-    prompts); ``forget_data`` / ``retain_data`` reuse images generated earlier. The world's UNet is left unchanged.
-    """
+def _prompts(concept, pseudo_prompts, retain_prompts) -> tuple[tuple[str, ...], tuple[str, ...]]:
     pseudo_prompts = tuple(pseudo_prompts) if pseudo_prompts is not None else anchor_prompts_of(concept)
     retain_prompts = tuple(retain_prompts) if retain_prompts is not None else pseudo_prompts
+    return pseudo_prompts, retain_prompts
+
+
+def _forget_data(world, concept, config: SalUnConfig) -> GeneratedLatents:
+    return generate_latents(world, concept.prompts, config.forget_images, config.sampler, config.seed)
+
+
+def _retain_data(world, retain_prompts, config: SalUnConfig) -> GeneratedLatents:
+    return generate_latents(world, retain_prompts, config.retain_images, config.sampler,
+                            config.seed + config.forget_images)
+
+
+def prepare(world, concepts, config: SalUnConfig = SalUnConfig()) -> dict:
+    """``forget_data``, ``retain_data`` and ``mask`` for :func:`fit`, from the world's current (pretrained) model."""
+    concept = joint_concept(concepts, "SalUn")
+    forget = _forget_data(world, concept, config)
+    retain = _retain_data(world, _prompts(concept, None, None)[1], config)
+    return {"forget_data": forget, "retain_data": retain, "mask": saliency_mask(world, forget, config)}
+
+
+def fit(world, concepts, config: SalUnConfig = SalUnConfig(), *, progress: bool = False, mask: Mask | None = None,
+        pseudo_prompts=None, retain_prompts=None, forget_data: GeneratedLatents | None = None,
+        retain_data: GeneratedLatents | None = None) -> Erasure:
+    """Erase the concept with SalUn (several: once on their joint concept); the Edit's metadata holds the mask size.
+    The world's UNet is left unchanged.
+
+    ``mask``: m_S (:func:`saliency_mask` when omitted); ``pseudo_prompts``: the different concept's prompts c′
+    (default the anchor prompts); ``retain_prompts``: D_r's prompts (default the pseudo prompts);
+    ``forget_data`` / ``retain_data``: images generated earlier (:func:`prepare`).
+    """
+    concept = joint_concept(concepts, "SalUn")
+    pseudo_prompts, retain_prompts = _prompts(concept, pseudo_prompts, retain_prompts)
     for name, prompts in (("pseudo_prompts", pseudo_prompts), ("retain_prompts", retain_prompts)):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"{name} must be a non-empty list of strings, got {prompts!r}")
@@ -164,10 +170,9 @@ def fit(world, concept: Concept, config: SalUnConfig = SalUnConfig(), mask: Mask
                 raise TypeError(f"{name}_data must be GeneratedLatents, got {type(data).__name__}")
             data.check_fits(unet, f"{name} latents")
     if forget_data is None:
-        forget_data = generate_latents(world, concept.prompts, config.forget_images, config.sampler, config.seed)
+        forget_data = _forget_data(world, concept, config)
     if retain_data is None:
-        retain_data = generate_latents(world, retain_prompts, config.retain_images, config.sampler,
-                                       config.seed + config.forget_images)
+        retain_data = _retain_data(world, retain_prompts, config)
     if mask is None:
         mask = saliency_mask(world, forget_data, config)
     mask = nonempty(mask)
@@ -210,4 +215,10 @@ def fit(world, concept: Concept, config: SalUnConfig = SalUnConfig(), mask: Mask
                              metadata={"method": "salun", "concept": concept.name, "config": config.as_dict(),
                                        "pseudo_prompts": list(pseudo_prompts),
                                        "active_parameters": count_active(mask)})
-    return edit, log
+    return Erasure([edit], log)
+
+
+METHODS = (
+    Method("salun", "SalUn", "SalUn: random-label forgetting inside a gradient saliency mask (SalUn)", SalUnConfig,
+           frozenset({ONE, SEVERAL_JOINT}), fit, sampler_input=True, prepare=prepare),
+)

@@ -1,26 +1,13 @@
-"""Sculpting Memory — multi-concept forgetting with a dynamic mask and a concept-aware loss (Li et al., ICCV 2025).
+"""Sculpting Memory (Li et al., ICCV 2025): concepts forgotten in sequence with a dynamic gradient mask, Eq. (1)–(4),
+and a concept-aware loss, Eq. (12).
 
-Algorithm (SM §3, App. A; one stage per concept, :func:`unlearnkit.methods.parts.stages.run_sequential`):
-
-0. data (App. A.1): images of each concept and of its superclass ``C_s`` generated once by the **original** model
-   through :func:`~unlearnkit.sampling.cache.generate_cached`, VAE-encoded once; the posterior (mean, std, scaled by the
-   VAE's scaling factor) is kept and sampled per batch as the release does;
-1. a fresh Adam per concept; the teacher is the model after the previous concept — this stage's delta switched
-   off, never a UNet copy;
-2. **warm-up** (``warmup_steps``): plain denoising loss Eq. (6) on concept images, gradients accumulated (Eq. 2),
-   no optimiser step; then ``M_dyn = φ(A)`` (Eq. 3);
-3. each later step: ``x_t`` from a concept image and ``x^s_t`` from a superclass image at the **same** ``t``
-   (independent noise); no-grad predictions — the L_unlearn target ``ε(x_t, c_s)`` and the teacher's
-   ``ε_T(x^s_t, c_s)`` — grouped into one UNet call per model; one grad UNet call for ``ε_θ(x_t, c)`` and
-   ``ε_θ(x^s_t, c_s)``; ``L = L_unlearn + α L_align + β L_reg`` (Eq. 12, :mod:`unlearnkit.methods.parts.losses.concept_aware`);
-   backward; accumulate; ``∇θ ← M_dyn ⊙ ∇θ`` (Eq. 1); Adam step; every ``update_freq`` steps drop/grow with τ(t)
-   (Eq. 4, :class:`~unlearnkit.methods.parts.dynamic_mask.DynamicMask`);
-4. the stage's checkpoint (``"last"`` or the release's ``"best_train_loss"``) becomes the next stage's start.
-
-Defaults are the paper's (§4.1, Table 8, Fig. 5): Adam, lr 3e-6, batch 2, 10 epochs of 100 images/2 = 50 steps,
-warm-up 50, update_freq 100, keep_fraction 0.5 ("50 % sparsity"), α = β = 0.25, cross-attention scope.
-:meth:`SculptingConfig.released` reproduces the authors' release where it differs:
-no KD term (``kd=False``), τ per epoch, OneCycleLR, best-training-loss checkpoints, unmasked to_out bias.
+One stage per concept (a fresh Adam; the teacher is the model after the previous concept, i.e. this stage's delta
+switched off): warm-up steps accumulate gradients of the denoising loss Eq. (6) to initialise ``M_dyn`` (Eq. 2–3);
+then each step pairs a concept image with a superclass image at the same ``t``, takes
+``L = L_unlearn + α L_align + β L_reg``, masks the gradient (Eq. 1) and every ``update_freq`` steps drops/grows the
+mask with τ(t) (Eq. 4). Training images of each concept and its superclass are drawn once from the original model.
+Defaults are the paper's (§4.1, Table 8, Fig. 5); :meth:`SculptingConfig.released` is the authors' release where it
+differs.
 """
 from __future__ import annotations
 
@@ -37,16 +24,19 @@ from tqdm.auto import tqdm
 
 from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import predict_eps, q_sample
-from unlearnkit.methods.parts.dynamic_mask import ACCUMULATE_MODES, RANKINGS, TAU_SCHEDULES, DynamicMask, keep_fraction_from_sparsity
-from unlearnkit.core.edits import Edit
-from unlearnkit.sampling.cache import generate_cached, model_fingerprint
-from unlearnkit.methods.parts.losses.concept_aware import concept_aware_loss_terms, denoising_loss
 from unlearnkit.core.params import scope_names, select_parameters
-from unlearnkit.sampling import SamplerSettings
+from unlearnkit.core.validation import check_choice, check_flag, check_integer, check_number, check_seed
+from unlearnkit.methods.contract import ONE, SEQUENTIAL, Erasure, Method
+from unlearnkit.methods.parts.dynamic_mask import (ACCUMULATE_MODES, RANKINGS, TAU_SCHEDULES, DynamicMask,
+                                                   keep_fraction_from_sparsity)
+from unlearnkit.methods.parts.losses.concept_aware import concept_aware_loss_terms, denoising_loss
 from unlearnkit.methods.parts.stages import CHECKPOINT_POLICIES, EpochResult, Stage, run_sequential
+from unlearnkit.sampling import SamplerSettings, check_sampler
+from unlearnkit.sampling.cache import generate_cached, model_fingerprint
 
 __all__ = [
     "SculptingConfig",
+    "MINI_WORLD",
     "ClassLatents",
     "ConceptTrainingData",
     "superclass_prompts",
@@ -54,7 +44,9 @@ __all__ = [
     "encode_images",
     "training_data",
     "SculptingStage",
+    "prepare",
     "fit",
+    "METHODS",
 ]
 
 TARGET_MODELS = ("current", "frozen")
@@ -62,6 +54,10 @@ LR_SCHEDULES = ("constant", "one_cycle")
 VAE_POSTERIORS = ("sample", "mean")
 MINI_IMAGES_PER_CLASS = 40
 SUPERCLASS_SEED_OFFSET = 1_000_000   # superclass images never share an initial noise with concept images
+# lr 1e-4, measured on the shipped mini world (tench then church, 24 images of "a photo of a tench" per model):
+# tench detection 0.92 → 0.46 at lr 3e-6, → 0.0 at 3e-5 and 1e-4 while "truck" stays ≥ 0.96; 1e-4 also erases
+# church fully (3e-5 leaves 0.08)
+MINI_WORLD = dict(images_per_class=MINI_IMAGES_PER_CLASS, warmup_steps=20, update_freq=40, lr=1e-4)
 
 
 @dataclass(frozen=True)
@@ -110,35 +106,27 @@ class SculptingConfig:
     seed: int = 0
 
     def __post_init__(self):
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
         for name in ("batch_size", "epochs", "warmup_steps", "images_per_class"):
-            positive_int(name)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.alpha < 0 or self.beta < 0:
-            raise ValueError(f"alpha and beta must be >= 0, got alpha={self.alpha!r}, beta={self.beta!r}")
-        if (isinstance(self.keep_fraction, bool) or not isinstance(self.keep_fraction, (int, float))
-                or not 0 < self.keep_fraction < 1):
-            raise ValueError(f"keep_fraction must lie in the open interval (0, 1) (sparsity = 1 − keep_fraction), "
-                             f"got {self.keep_fraction!r}")
-        if self.update_freq is not None:
-            positive_int("update_freq")
-        if not 0 <= self.r_m <= 1:
-            raise ValueError(f"r_m must lie in [0, 1], got {self.r_m!r}")
-        if not 0 < self.update_window <= 1:
-            raise ValueError(f"update_window must lie in (0, 1], got {self.update_window!r}")
+            check_integer(getattr(self, name), name, minimum=1)
+        check_number(self.lr, "lr", positive=True)
+        check_number(self.alpha, "alpha", minimum=0)
+        check_number(self.beta, "beta", minimum=0)
+        check_flag(self.kd, "kd")
+        # sparsity = 1 − keep_fraction; 0 and 1 leave nothing to rank
+        check_number(self.keep_fraction, "keep_fraction", above=0, below=1)
+        check_integer(self.update_freq, "update_freq", minimum=1, allow_none=True)
+        check_number(self.r_m, "r_m", minimum=0, maximum=1)
+        check_number(self.update_window, "update_window", above=0, maximum=1)
         for name, allowed in (("lr_schedule", LR_SCHEDULES), ("target_model", TARGET_MODELS),
                               ("accumulate", ACCUMULATE_MODES), ("ranking", RANKINGS), ("tau_per", TAU_SCHEDULES),
                               ("vae_posterior", VAE_POSTERIORS), ("checkpoint", CHECKPOINT_POLICIES),
                               ("scope", tuple(scope_names()))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.sampler is not None and not isinstance(self.sampler, SamplerSettings):
-            raise TypeError(f"sampler must be a SamplerSettings or None, got {self.sampler!r}")
+            check_choice(getattr(self, name), name, allowed)
+        check_flag(self.zero_dropped_optimizer_state, "zero_dropped_optimizer_state")
+        check_flag(self.mask_bias, "mask_bias")
+        if self.sampler is not None:
+            check_sampler(self.sampler)
+        check_seed(self.seed)
 
     # --- the paper's wording and the presets -----------------------------------------------------------------------
     @property
@@ -163,13 +151,9 @@ class SculptingConfig:
 
     @classmethod
     def for_mini_world(cls, **hyperparameters) -> "SculptingConfig":
-        """The paper's schedule scaled to the mini world: 40 images per class (batch 2 → 20 steps per epoch,
-        10 epochs), warm-up one epoch and a mask update every two epochs as in the paper (50 and 100 steps there),
-        and lr 1e-4. Measured on the shipped mini world (tench then church, 24 images of "a photo of a tench" per
-        model): tench detection 0.92 → 0.46 at lr 3e-6, → 0.0 at 3e-5 and 1e-4, while "truck" stays ≥ 0.96;
-        1e-4 also erases church fully (3e-5 leaves 0.08)."""
-        preset = dict(images_per_class=MINI_IMAGES_PER_CLASS, warmup_steps=20, update_freq=40, lr=1e-4)
-        return cls(**{**preset, **hyperparameters})
+        """The paper's schedule scaled to the mini world (:data:`MINI_WORLD`): 40 images per class (batch 2 → 20
+        steps per epoch, 10 epochs), warm-up one epoch and a mask update every two epochs as in the paper, lr 1e-4."""
+        return cls(**{**MINI_WORLD, **hyperparameters})
 
     def steps_per_epoch(self, num_concept_images: int) -> int:
         return math.ceil(num_concept_images / self.batch_size)
@@ -464,15 +448,20 @@ def _check_data(data, concepts: list[Concept], unet) -> dict[str, ConceptTrainin
     return {c.name: data[c.name] for c in concepts if c.name in data}
 
 
-def fit(world, concepts: Sequence[Concept], config: SculptingConfig = SculptingConfig(),
-        data: Mapping[str, ConceptTrainingData] | None = None, image_cache_dir: str | Path | None = None,
-        progress: bool = True) -> tuple[list[Edit], list[dict]]:
-    """Forget ``concepts`` in order with Sculpting Memory; return one Edit per stage and a per-step log.
+def prepare(world, concepts, config: SculptingConfig = SculptingConfig(),
+            image_cache_dir: str | Path | None = None) -> dict:
+    """``{"data": …}`` for :func:`fit`: every concept's training latents (:func:`training_data`)."""
+    return {"data": training_data(world, concepts, config, image_cache_dir)}
+
+
+def fit(world, concepts: Sequence[Concept], config: SculptingConfig = SculptingConfig(), *, progress: bool = False,
+        data: Mapping[str, ConceptTrainingData] | None = None,
+        image_cache_dir: str | Path | None = None) -> Erasure:
+    """Forget ``concepts`` in order; one Edit per stage and the per-step log. The world's model is left unchanged.
 
     ``edits[i]`` is the change made while forgetting ``concepts[i]``; ``Edit.total(edits[:i+1])`` is the model after
-    stage ``i``. ``data`` reuses training latents (from :func:`training_data`); missing concepts get theirs generated
-    by the world's model before any training (through ``image_cache_dir``). Inputs are validated before any compute;
-    the world's model is left unchanged.
+    stage ``i``. ``data`` reuses training latents (:func:`prepare`); missing concepts get theirs generated by the
+    world's model before any training (through ``image_cache_dir``). Inputs are validated before any compute.
     """
     if not isinstance(config, SculptingConfig):
         raise TypeError(f"config must be a SculptingConfig, got {type(config).__name__}")
@@ -490,7 +479,15 @@ def fit(world, concepts: Sequence[Concept], config: SculptingConfig = SculptingC
         data.update(training_data(world, missing, config, image_cache_dir))
     names = list(select_parameters(unet, config.scope))
     trainer = SculptingStage(world, config, data, progress)
-    return run_sequential(unet, concepts, names, trainer,
-                          make_optimizer=lambda params: torch.optim.Adam(params, lr=config.lr),
-                          checkpoint=config.checkpoint, edit_prefix="sm",
-                          metadata={"method": "sculpting_memory", "config": config.as_dict()})
+    edits, log = run_sequential(unet, concepts, names, trainer,
+                                make_optimizer=lambda params: torch.optim.Adam(params, lr=config.lr),
+                                checkpoint=config.checkpoint, edit_prefix="sm",
+                                metadata={"method": "sculpting_memory", "config": config.as_dict()})
+    return Erasure(edits, log)
+
+
+METHODS = (
+    Method("sculpting", "Sculpting Memory",
+           "Sculpting Memory: dynamic gradient mask + concept-aware loss, concepts in sequence (SM Eq. 1-12)",
+           SculptingConfig, frozenset({ONE, SEQUENTIAL}), fit, prepare=prepare),
+)

@@ -1,33 +1,13 @@
-"""SepME — Separable Multi-Concept Erasure (Zhao et al.), G-CiRs (§3.1, Alg. 1) and weight decoupling (§3.2, Alg. 2).
+"""SepME — Separable Multi-Concept Erasure (Zhao et al.): G-CiRs (SepME Alg. 1, Eq. 2–4) and decoupled increments
+(SepME Alg. 2, Eq. 8–11).
 
-**G-CiRs** (:func:`fit_gcirs`, Alg. 1): fine-tune every cross-attention parameter (scope ``xattn``) so that the
-edited model's concept representation ``ε(c_i) − ε(∅)`` becomes uncorrelated with the original's
-(:mod:`unlearnkit.methods.parts.losses.gcirs`, Eq. 2–4). Per step, for every concept: draw ``x₀`` from images of the concept made
-by the original model, ``t ~ U{0, …, T−1}``, ``x_t = q_sample(x₀, t, ε)``; frozen ``ε(c_i), ε(∅)`` in one no-grad
-call (the edit switched off via :meth:`~unlearnkit.core.edits.TrainableDelta.frozen`), edited ``ε'(c_i), ε'(∅)`` in one
-call with gradient; ``L = Σ η_i L_cor(c_i) + λ‖Δθ‖_p``; stop once ``L_mom ≤ τ`` (checked before the update, as in
-Alg. 1 lines 10–14).
-
-**SepME** (:func:`fit_increments`, Alg. 2): one increment per concept on the ``to_k`` / ``to_v`` weights of every
-cross-attention module, ``ΔW_i = w_i (β S_{p,i}ᵀ)`` (Eq. 10) with ``S_{p,i}`` a basis of the null space of
-``A_i = [c_∅; c_j, j ≠ i]`` (:mod:`unlearnkit.methods.parts.nullspace`, Eq. 8) and ``w_i`` trainable, initialised to zero.
-``ΔW_i`` maps every token of ``c_∅`` and of the other concepts to zero, so ``θ + Σ_{i∈S} ΔW_i`` erases exactly the
-subset ``S`` and removing ``ΔW_i`` restores concept ``i``. Because ``ΔW_i c_∅ = 0`` the edited ``ε'(∅)`` equals the
-frozen ``ε(∅)`` (Eq. 6, second condition), so it is taken from the frozen call instead of a second UNet pass.
-The weights ``θ`` are never modified during SepME training: the increments enter through
-``torch.func.functional_call``, and the frozen model is the plain UNet.
-
-Two regimes (§4.2.2, Tables 3–5, 8):
-
-* ``"known"`` (SepME₁): all N concepts known; ``A_i`` holds ``c_∅`` and the N − 1 others. ``joint=True`` optimises
-  all ``w_i`` together with one η-balanced loss and one momentum stop (Alg. 2); ``joint=False`` fits each
-  increment on its own (Table 5 "separately fine-tuning").
-* ``"iterative"`` (SepME₂): step t knows only ``c_1 … c_{t−1}``. Step 1 is G-CiRs on all cross-attention weights;
-  step t > 1 builds ``A_t = [c_∅; c_1; …; c_{t−1}]``. Earlier increments are never retrained, and each increment
-  is trained against the original weights θ (not θ + earlier increments), so each stays removable on its own.
-
-Concept texts: the concept's ``name`` is both the training prompt ``c_i`` and the row block it contributes to
-``A`` — the paper erases and protects bare artist/class names, and its guarantee covers exactly those strings.
+**G-CiRs** fine-tunes every cross-attention parameter so that the edited concept representation
+``ε(c_i) − ε(∅)`` becomes uncorrelated with the original's, stopping once the momentum statistic ``L_mom ≤ τ``.
+**SepME** trains one increment per concept on every ``to_k`` / ``to_v``, ``ΔW_i = w_i (β S_{p,i}ᵀ)`` (Eq. 10), with
+``S_{p,i}`` a null-space basis of ``A_i = [c_∅; c_j, j ≠ i]``: ``θ + Σ_{i∈S} ΔW_i`` erases exactly the subset ``S``
+and removing ``ΔW_i`` restores concept ``i``. ``mode="known"`` is SepME₁ (all concepts known; ``joint``: one loss
+over all increments), ``mode="iterative"`` SepME₂ (concept t protects only those before it; the first is erased by
+G-CiRs). A concept's text is its bare ``name``: it is both the training prompt and its rows of ``A``.
 """
 from __future__ import annotations
 
@@ -41,16 +21,18 @@ from tqdm.auto import tqdm
 from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import predict_eps
 from unlearnkit.core.edits import Edit, training_in_place
-from unlearnkit.methods.parts.losses.gcirs import (MomentumStop, balanced_correlation, concept_representation, correlation_loss,
-                            weight_penalty)
-from unlearnkit.methods.parts.nullspace import (DEFAULT_RANK_RTOL, check_protected_texts, constraint_matrix, decoupled_increment,
-                         particular_solutions)
 from unlearnkit.core.params import scope_names, select_parameters
-from unlearnkit.sampling import SamplerSettings
-from unlearnkit.methods.ablating import GeneratedLatents, generate_latents, noised, random_batch
+from unlearnkit.core.validation import check_choice, check_flag, check_integer, check_number, check_seed
+from unlearnkit.methods.contract import ONE, SEVERAL_NATIVE, Erasure, Method, listed
+from unlearnkit.methods.parts.losses.gcirs import (MomentumStop, balanced_correlation, concept_representation,
+                                                   correlation_loss, weight_penalty)
+from unlearnkit.methods.parts.nullspace import (DEFAULT_RANK_RTOL, check_protected_texts, constraint_matrix,
+                                                decoupled_increment, particular_solutions)
+from unlearnkit.methods.parts.training_data import GeneratedLatents, generate_latents, noised, random_batch
+from unlearnkit.sampling import SamplerSettings, check_sampler
 
 __all__ = ["SepMEConfig", "MODES", "concept_text", "training_data", "fit_gcirs", "increment_edit",
-           "fit_decoupled", "fit_increments", "fit", "fit_gcirs_single"]
+           "fit_decoupled", "fit_increments", "prepare", "fit", "METHODS"]
 
 MODES = ("known", "iterative")
 
@@ -64,7 +46,8 @@ class SepMEConfig:
     Ours (the paper leaves them open): ``train_images`` images of each concept generated once by the original
     model with ``sampler`` (None = the world's sampler) as the ``x₀`` pool; ``rank_rtol`` the relative rank
     tolerance of the null-space solve; ``min_iterations`` before early stopping may fire (the release uses 10);
-    ``joint`` (SepME₁: one loss over all increments, Alg. 2, vs. one fit per concept).
+    ``joint`` (SepME₁: one loss over all increments, Alg. 2, vs. one fit per concept); ``mode`` ``"known"``
+    (SepME₁) or ``"iterative"`` (SepME₂) for the ``sepme`` method's fit.
     """
 
     lr: float = 1e-2
@@ -80,54 +63,43 @@ class SepMEConfig:
     rank_rtol: float = DEFAULT_RANK_RTOL
     min_iterations: int = 0
     joint: bool = True
+    mode: str = "known"
     train_images: int = 50
     sampler: SamplerSettings | None = None
     seed: int = 0
 
     def __post_init__(self):
         for name in ("lr", "gcirs_lr", "beta", "p"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
-            raise ValueError(f"lam (λ) must be >= 0, got {self.lam!r}")
-        if not isinstance(self.tau, (int, float)):
-            raise ValueError(f"tau (τ) must be a number, got {self.tau!r}")
-        if not (0 <= self.alpha < 1):
-            raise ValueError(f"alpha (α) must lie in [0, 1), got {self.alpha!r}")
+            check_number(getattr(self, name), name, positive=True)
+        check_number(self.lam, "lam", minimum=0)
+        check_number(self.tau, "tau")
+        check_number(self.alpha, "alpha", minimum=0, below=1)
         for name in ("iterations", "batch_per_concept", "train_images"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.min_iterations, int) and self.min_iterations >= 0):
-            raise ValueError(f"min_iterations must be a non-negative integer, got {self.min_iterations!r}")
-        if not (0 < self.rank_rtol < 1):
-            raise ValueError(f"rank_rtol must lie in (0, 1), got {self.rank_rtol!r}")
-        if self.gcirs_scope not in scope_names():
-            raise ValueError(f"unknown parameter scope {self.gcirs_scope!r}; expected one of {scope_names()}")
-        if self.sampler is not None and not isinstance(self.sampler, SamplerSettings):
-            raise TypeError(f"sampler must be SamplerSettings or None, got {type(self.sampler).__name__}")
+            check_integer(getattr(self, name), name, minimum=1)
+        check_integer(self.min_iterations, "min_iterations", minimum=0)
+        check_number(self.rank_rtol, "rank_rtol", above=0, below=1)
+        check_choice(self.gcirs_scope, "gcirs_scope", scope_names())
+        check_flag(self.joint, "joint")
+        check_choice(self.mode, "mode", MODES)
+        if self.sampler is not None:
+            check_sampler(self.sampler)
+        check_seed(self.seed)
 
     @classmethod
     def for_mini_world(cls, **overrides) -> "SepMEConfig":
-        """A preset scaled to the mini world's budget (a few seconds of CPU per fit instead of ≤ 1000 SD steps).
-
-        * ``iterations`` 40, ``batch_per_concept`` 2, 8 training images made with 10 DDIM steps: the erasure signal
-          has to emerge in tens of Adam steps within a notebook that runs in minutes on one CPU thread.
-        * SepME: Adam moves each coefficient of ``w`` by about ``lr`` per step and ``ΔW ∝ β w``, so the step size
-          in weight space scales with ``lr · β``; the run is ~25× shorter than the paper's, so β = 0.1,
-          lr = 5e-2 (``lr · β`` = 5e-3 per step vs. the paper's 1e-6). Measured on three mini styles and three
-          mini objects: every increment reaches ``L_mom ≤ 0`` within 11–15 steps and its concept is no longer
-          detected; with β = 3e-2 the styles needed 22–37 steps and two of three objects were still detected
-          after 40.
-        * ``joint=False``: one fit per concept, so each increment stops on its own momentum statistic. Measured:
-          a joint fit (Alg. 2, one stop on ``Σ η_i L_cor``) left "vangogh" detected after 60 steps while the other
-          two had gone negative — with Adam the η_i rescaling cannot speed up a slow concept (each ``w_i`` has its
-          own step-size normalisation), and the shared stop waits for the sum.
-        * G-CiRs: lr 1e-4 (Adam on raw weights; 1e-6 moves the from-scratch mini UNet by nothing in 40 steps,
-          3e-4 and 1e-3 stop within 15 steps having erased neighbouring styles too).
-        * λ 3e-5, τ 0, α 0.9 as in the paper; ``min_iterations`` 10 as in the release.
-        """
+        """The mini world's preset: 40 iterations, batch 2 per concept, 8 training images of 10 DDIM steps, SepME
+        β 0.1 and lr 5e-2, G-CiRs lr 1e-4, one fit per concept (``joint=False``), ``min_iterations`` 10; λ, τ, α
+        as in the paper."""
+        # Why these values (measured on three mini styles and three mini objects):
+        # * the erasure has to emerge in tens of Adam steps; Adam moves each coefficient of w by about lr per step
+        #   and ΔW ∝ β w, so the weight-space step scales with lr·β: β 0.1, lr 5e-2 (5e-3 per step vs. the paper's
+        #   1e-6) makes every increment reach L_mom ≤ 0 within 11–15 steps, its concept no longer detected; with
+        #   β 3e-2 the styles needed 22–37 steps and two of three objects were still detected after 40;
+        # * joint=False: a joint fit (one stop on Σ η_i L_cor) left "vangogh" detected after 60 steps while the
+        #   other two had gone negative — with Adam the η_i rescaling cannot speed up a slow concept, and the
+        #   shared stop waits for the sum;
+        # * G-CiRs lr 1e-4: 1e-6 moves the from-scratch mini UNet by nothing in 40 steps, 3e-4 and 1e-3 stop
+        #   within 15 steps having erased neighbouring styles too.
         preset = dict(lr=5e-2, gcirs_lr=1e-4, iterations=40, beta=0.1, batch_per_concept=2, train_images=8,
                       min_iterations=10, joint=False,
                       sampler=SamplerSettings(num_inference_steps=10, guidance_scale=5.0))
@@ -340,16 +312,17 @@ def fit_decoupled(world, concepts, protected: dict[str, Sequence[str]], config: 
     return edits, log
 
 
-def fit_increments(world, concepts, config: SepMEConfig = SepMEConfig(), mode: str = "known",
+def fit_increments(world, concepts, config: SepMEConfig = SepMEConfig(), mode: str | None = None,
                    data: dict | None = None, progress: bool = False,
                    return_logs: bool = False):
     """One Edit per concept such that ``θ + Σ_{i∈S} Δθ_i`` erases exactly ``S`` (SepME §3.2, §4.2.2).
 
-    ``mode="known"`` is SepME₁ (all concepts known; ``config.joint`` picks one joint fit or one fit per concept),
+    ``mode`` (default ``config.mode``): ``"known"`` is SepME₁ (all concepts known; ``config.joint`` picks one joint fit or one fit per concept),
     ``mode="iterative"`` is SepME₂ (concept t protects only ``c_∅`` and the concepts before it; the first one is
     erased by G-CiRs on ``config.gcirs_scope``). Returns ``{name: Edit}`` in concept order (and the logs
     ``{name: log}`` with ``return_logs=True``).
     """
+    mode = config.mode if mode is None else mode
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     concepts = _as_concepts(world, concepts)
@@ -378,13 +351,43 @@ def fit_increments(world, concepts, config: SepMEConfig = SepMEConfig(), mode: s
     return (edits, logs) if return_logs else edits
 
 
-def fit(world, concept, config: SepMEConfig = SepMEConfig(), progress: bool = False) -> tuple[Edit, list[dict]]:
-    """Single-concept SepME: the concept's one increment (``A = [c_∅]``) and its log (ERASERS interface)."""
-    (c,) = _as_concepts(world, [concept])
-    edits, log = fit_decoupled(world, [c], {concept_text(c): []}, config, progress=progress)
-    return edits[concept_text(c)], log
+def prepare(world, concepts, config: SepMEConfig = SepMEConfig()) -> dict:
+    """``{"data": …}`` for :func:`fit` and :func:`fit_gcirs_erasure`: the ``x₀`` pools (:func:`training_data`)."""
+    return {"data": training_data(world, _as_concepts(world, listed(concepts, "SepME")), config)}
 
 
-def fit_gcirs_single(world, concept, config: SepMEConfig = SepMEConfig(), progress: bool = False):
-    """G-CiRs for one concept (ERASERS interface)."""
-    return fit_gcirs(world, [concept], config, progress=progress)
+def fit(world, concepts, config: SepMEConfig = SepMEConfig(), *, progress: bool = False,
+        data: dict | None = None) -> Erasure:
+    """SepME in ``config.mode``: one Edit per concept (in concept order), each removable on its own.
+
+    ``data``: the ``x₀`` pools (:func:`prepare`). ``log``: the concept's steps (several: each row names its
+    ``concept``; a joint SepME₁ fit logs its shared steps once).
+    """
+    concepts = _as_concepts(world, listed(concepts, "SepME"))
+    edits, logs = fit_increments(world, concepts, config, data=data, progress=progress, return_logs=True)
+    names = list(edits)
+    if len(names) == 1:
+        log = list(logs[names[0]])
+    elif config.mode == "known" and config.joint:
+        log = list(logs[names[0]])
+    else:
+        log = [{"concept": name, **row} for name in names for row in logs[name]]
+    return Erasure([edits[name] for name in names], log)
+
+
+def fit_gcirs_erasure(world, concepts, config: SepMEConfig = SepMEConfig(), *, progress: bool = False,
+                      data: dict | None = None) -> Erasure:
+    """G-CiRs (Alg. 1) on all ``concepts`` together: one dense Edit on ``config.gcirs_scope``.
+
+    ``data``: the ``x₀`` pools (:func:`prepare`).
+    """
+    edit, log = fit_gcirs(world, listed(concepts, "G-CiRs"), config, data, progress)
+    return Erasure([edit], log)
+
+
+METHODS = (
+    Method("gcirs", "G-CiRs", "G-CiRs: decorrelate the concept representation, momentum stop (SepME Eq. 2-4)",
+           SepMEConfig, frozenset({ONE, SEVERAL_NATIVE}), fit_gcirs_erasure, prepare=prepare),
+    Method("sepme", "SepME",
+           "SepME: one to_k/to_v increment per concept in the null space of the others (SepME Alg. 2)", SepMEConfig, frozenset({ONE, SEVERAL_NATIVE}), fit, prepare=prepare),
+)

@@ -1,21 +1,10 @@
-"""UCE — Unified Concept Editing in Diffusion Models (Gandikota et al., WACV 2024): closed-form erasure.
+"""UCE — Unified Concept Editing (Gandikota et al., WACV 2024): a closed-form edit of every cross-attention K/V, UCE §3.
 
-For every cross-attention key and value projection ``W`` (``attn2.to_k`` / ``attn2.to_v``, ``d_out × d_text``),
-UCE §3 solves
+    W* = (λW + Σ_e s_e v*_e c_eᵀ + Σ_p s_p W c_p c_pᵀ)(λI + Σ_e s_e c_e c_eᵀ + Σ_p s_p c_p c_pᵀ)⁻¹,  v*_e = W c_guide(e)
 
-    min_W*  Σ_e s_e ‖W* c_e − v*_e‖² + Σ_p s_p ‖W* c_p − W c_p‖² + λ‖W* − W‖²_F,     v*_e = W c_guide(e)
-
-    W* = (λW + Σ_e s_e v*_e c_eᵀ + Σ_p s_p W c_p c_pᵀ)(λI + Σ_e s_e c_e c_eᵀ + Σ_p s_p c_p c_pᵀ)⁻¹
-
-with ``c_e`` the text embedding of an erased concept, ``c_guide`` that of the concept it is mapped to (``""`` for
-objects and nudity, ``"art"`` for styles in the release; here the Concept's ``anchor`` unless ``guides`` is given)
-and ``c_p`` embeddings of preserved concepts. The contexts are the **last content token** of each text (the
-position before the end-of-text token, as UCE's ``uce_sd_erase.py`` indexes it); ``tokens="all"`` uses every
-position of the padded prompt instead, erased and guide texts aligned position by position.
-
-The solve is one :class:`unlearnkit.methods.parts.closed_form.ClosedFormSolver` (float64, one ``torch.linalg.solve`` per layer); no
-training loop, no UNet call. The erase targets ``W c_guide`` are layer specific, so they enter as "mapped" pairs and
-the solver built from the embeddings serves all 32 projections of SD v1.4.
+``c_e``: an erased concept's embedding, ``c_guide`` its guide's (the Concept's ``anchor`` unless ``guides`` is given),
+``c_p``: preserved texts. Contexts are the last content token of each text (``tokens="all"``: every position of the
+padded prompt). No training loop and no UNet call: one float64 solve per layer.
 """
 from __future__ import annotations
 
@@ -24,20 +13,22 @@ from typing import Sequence
 
 import torch
 
-from unlearnkit.core.concepts import Concept
 from unlearnkit.core.edits import Edit
-from unlearnkit.methods.parts.closed_form import ClosedFormSolver
 from unlearnkit.core.params import select_parameters
+from unlearnkit.core.tokens import last_content_index
+from unlearnkit.core.validation import check_choice, check_number
+from unlearnkit.methods.contract import ONE, SEVERAL_NATIVE, Erasure, Method, listed
+from unlearnkit.methods.parts.closed_form import ClosedFormSolver
 
-__all__ = ["UCEConfig", "token_contexts", "build_solver", "fit"]
+__all__ = ["UCEConfig", "token_contexts", "build_solver", "fit", "METHODS"]
 
 TOKEN_MODES = ("last", "all")
 
 
 @dataclass(frozen=True)
 class UCEConfig:
-    """UCE's SD v1.4 defaults (``uce_sd_erase.py``): λ (``lamb``) 0.5, erase and
-    preserve scales 1, the last content token of each concept."""
+    """UCE's SD v1.4 defaults: λ (``lamb``) 0.5, erase and preserve scales 1, the last content token of each
+    concept."""
 
     lamb: float = 0.5
     erase_scale: float = 1.0
@@ -45,23 +36,13 @@ class UCEConfig:
     tokens: str = "last"
 
     def __post_init__(self):
-        if not self.lamb > 0:
-            raise ValueError(f"lamb (λ) must be > 0 so the system stays invertible, got {self.lamb!r}")
-        if not self.erase_scale > 0:
-            raise ValueError(f"erase_scale must be > 0, got {self.erase_scale!r}")
-        if self.preserve_scale < 0:
-            raise ValueError(f"preserve_scale must be >= 0, got {self.preserve_scale!r}")
-        if self.tokens not in TOKEN_MODES:
-            raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {self.tokens!r}")
+        check_number(self.lamb, "lamb", positive=True)       # λ > 0 keeps the system invertible
+        check_number(self.erase_scale, "erase_scale", positive=True)
+        check_number(self.preserve_scale, "preserve_scale", minimum=0)
+        check_choice(self.tokens, "tokens", TOKEN_MODES)
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def last_content_index(tokenizer, text: str) -> int:
-    """Index of the last token before end-of-text (the start token's index 0 for the empty prompt)."""
-    ids = tokenizer(text, truncation=True, max_length=tokenizer.model_max_length).input_ids
-    return max(len(ids) - 2, 0)
 
 
 def token_contexts(world, texts: Sequence[str], tokens: str = "last") -> torch.Tensor:
@@ -96,17 +77,15 @@ def _texts(name: str, texts, allow_empty_strings: bool) -> list[str]:
     return texts
 
 
-def fit(world, concepts: Concept | Sequence[Concept], config: UCEConfig = UCEConfig(),
-        guides: str | Sequence[str] | None = None, preserve: Sequence[str] = ()) -> tuple[Edit, list[dict]]:
-    """Erase one or several concepts in closed form; return the Edit (deltas of every attn2 to_k/to_v weight) and a
-    per-layer log (``‖ΔW‖_F``). The world's UNet is never modified.
+def fit(world, concepts, config: UCEConfig = UCEConfig(), *, progress: bool = False,
+        guides: str | Sequence[str] | None = None, preserve: Sequence[str] = ()) -> Erasure:
+    """Erase the concepts in closed form; the Edit changes every attn2 to_k/to_v weight, the log has one row per
+    layer (``‖ΔW‖_F``). The world's UNet is never modified.
 
     ``guides``: one guide text per concept (or one for all); default each Concept's ``anchor``. ``preserve``: texts
     whose keys and values must stay (e.g. the preserved artists of UCE's multi-concept runs).
     """
-    concepts = [concepts] if isinstance(concepts, Concept) or hasattr(concepts, "prompts") else list(concepts)
-    if not concepts:
-        raise ValueError("no concepts to erase")
+    concepts = listed(concepts, "UCE")
     erase_texts = _texts("concept names", [c.name for c in concepts], allow_empty_strings=False)
     if guides is None:
         guide_texts = [c.anchor for c in concepts]
@@ -133,4 +112,10 @@ def fit(world, concepts: Concept | Sequence[Concept], config: UCEConfig = UCECon
     edit = Edit(deltas, name=f"uce:{label}",
                 metadata={"method": "uce", "concepts": erase_texts, "guides": guide_texts,
                           "preserve": preserve_texts, "config": config.as_dict()})
-    return edit, log
+    return Erasure([edit], log)
+
+
+METHODS = (
+    Method("uce", "UCE", "UCE: closed-form edit of the cross-attention keys/values (UCE)", UCEConfig,
+           frozenset({ONE, SEVERAL_NATIVE}), fit),
+)

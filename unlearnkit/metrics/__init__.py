@@ -1,8 +1,7 @@
 """Every metric the three papers report, each with a mini backend and a paper backend behind one call.
 
-A metric is a function that takes images (uint8 ``[N, H, W, 3]``) and a *backend* — an object built either from
-the mini world (:class:`~unlearnkit.worlds.mini.MiniWorld`) or from local paper-world weight files — and returns a
-flat ``dict`` (one table row per model, ready for ``pandas.DataFrame([...])``):
+A metric takes images (uint8 ``[N, H, W, 3]``) and a *backend* — built by the world (``world.object_classifier()``,
+``world.fid_extractor()``, …) — and returns a flat ``dict``, one table row per model:
 
 =====================  ==========================  ==============================  ==================================
 metric                 call                        mini backend                    paper backend
@@ -17,7 +16,7 @@ celebrity accuracy     :func:`identity_metrics`    :class:`MiniIdentityRecognise
 =====================  ==========================  ==============================  ==================================
 
 Paper backends take local weight files and raise ``FileNotFoundError`` naming the file and where it comes from
-before loading anything (no downloads happen here).
+before loading anything; nothing here downloads.
 """
 from __future__ import annotations
 
@@ -46,12 +45,15 @@ def check_weights_file(path, what: str, source: str) -> Path:
     return path
 
 
-def mini_evaluators(world_or_evaluators):
-    """The :class:`MiniEvaluators` of a mini world (or the evaluators themselves)."""
-    from unlearnkit.worlds.mini.evaluators import MiniEvaluators
+#: what a mini backend reads from the mini world's evaluators (``MiniWorld.evaluators``)
+MINI_EVALUATOR_MEMBERS = ("nets", "object_probs", "superclass_probs", "unsafe_scores", "identity_logprobs",
+                          "image_features", "objects", "superclasses", "identities", "unsafe_labels", "image_size")
 
+
+def mini_evaluators(world_or_evaluators):
+    """The mini evaluators of a mini world (or the evaluators themselves); ``TypeError`` for anything else."""
     evaluators = getattr(world_or_evaluators, "evaluators", world_or_evaluators)
-    if not isinstance(evaluators, MiniEvaluators):
+    if not all(hasattr(evaluators, member) for member in MINI_EVALUATOR_MEMBERS):
         raise TypeError(f"expected a MiniWorld or MiniEvaluators, got {type(world_or_evaluators).__name__}")
     return evaluators
 

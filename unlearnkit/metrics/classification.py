@@ -1,14 +1,13 @@
 """Imagenette classifier accuracy — Sculpting Memory Tables 1, 2 and 9, SepME's object ACC.
 
 :func:`classifier_accuracy` turns predicted and target labels into one table row: per-class accuracy, ``Total Acc``
-(mean over the erased classes, SM Table 1: 0.084 for "Ours") and ``Others Acc`` (mean over the kept classes,
-SM Tables 2 and 9 — the released code never computes it). Backends predict labels from images:
+(mean over the erased classes, SM Table 1) and ``Others Acc`` (mean over the kept classes, SM Tables 2 and 9).
+Backends predict labels from images:
 
-* :class:`ResNet50Classifier` — torchvision ResNet-50 from a local weights file (``.pth`` or ``.safetensors``;
-  ``V1`` as SM and SepME, ``V2`` as UCE's script), Resize/CenterCrop/normalise as torchvision's weights
-  transforms, top-1. A prediction counts for an Imagenette class by its ImageNet index (``match="exact_index"``,
-  SepME) or when the class name is a substring of the predicted ImageNet label (``match="substring"``, SM's
-  release);
+* :class:`ResNet50Classifier` — torchvision ResNet-50 from a local weights file (``.pth`` or ``.safetensors``),
+  torchvision's weights transforms, top-1. A prediction counts for an Imagenette class by its ImageNet index
+  (``match="exact_index"``, SepME) or when the class name is a substring of the predicted ImageNet label
+  (``match="substring"``, as SM's release does);
 * :class:`MiniObjectClassifier` — the mini world's object classifier (and its superclass head, for the rate at
   which an erased object is drawn as its superclass, SM §3 "superclass alignment").
 """
@@ -53,8 +52,8 @@ def classifier_accuracy(predicted: Sequence, target: Sequence, erased: Sequence 
     """Per-class top-1 accuracy, ``Total Acc`` over ``erased`` and ``Others Acc`` over the other classes.
 
     ``predicted[i]`` and ``target[i]`` are the labels of image ``i`` (a hit is equality). Both summaries are means
-    of per-class accuracies, as SM Table 1's Total Acc is the mean of its class columns. ``classes`` fixes the
-    column order (default: order of first appearance in ``target``); classes without images are left out.
+    of per-class accuracies. ``classes`` fixes the column order (default: order of first appearance in
+    ``target``); classes without images are left out.
     Returns ``{class: acc, …, "Total Acc": …, "Others Acc": …}`` (NaN where a group is empty).
     """
     predicted, target = list(predicted), list(target)
@@ -88,23 +87,15 @@ def _mean_or_nan(values) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def load_state_dict_file(path: Path) -> dict:
-    """A state dict from a ``.safetensors`` file (safetensors) or any other file (``torch.load(weights_only=True)``).
+def load_state_dict_file(path: Path, what: str = "a state dict") -> dict:
+    """A state dict from a ``.safetensors`` file (checked) or any other file (``torch.load(weights_only=True)``).
 
-    Neither path runs code from the file; a ``.safetensors`` file that is not one (e.g. a renamed pickle) raises
-    ``ValueError``.
+    Neither path runs code from the file; a ``.safetensors`` file that is not one (e.g. a renamed pickle) and a file
+    that needs a full unpickling raise :class:`~unlearnkit.core.errors.BadFileError` (a ``ValueError``).
     """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    from unlearnkit.core.files import load_state_dict_file as load
 
-        try:
-            return load_file(str(path))
-        except SafetensorError as error:
-            raise ValueError(f"{str(path)!r} is not a valid safetensors file ({error}); it is refused rather than "
-                             f"unpickled — pass a real .safetensors file, or a .pth state dict") from error
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load(path, what)
 
 
 def _underscore_lower(name: str) -> str:
@@ -117,16 +108,19 @@ class ResNet50Classifier:
 
     ``predict`` returns, per image, the Imagenette class the top-1 prediction counts for under ``match``, or the
     ImageNet category name of the top-1 index when it counts for none — so ``classifier_accuracy(predict(x),
-    targets)`` is SepME's exact-index accuracy (``"exact_index"``) or SM's substring accuracy (``"substring"``;
-    SM compares underscore-joined names, matched here case-insensitively).
+    targets)`` is SepME's exact-index accuracy (``"exact_index"``) or SM's substring accuracy (``"substring"``,
+    on underscore-joined names, case-insensitive).
     """
 
     def __init__(self, weights_path, version: str = "V1", match: str = "exact_index", device="cpu",
                  batch_size: int = 32):
-        if version not in RESNET50_WEIGHT_URLS:
-            raise ValueError(f"version must be one of {tuple(RESNET50_WEIGHT_URLS)}, got {version!r}")
-        if match not in MATCH_RULES:
-            raise ValueError(f"match must be one of {MATCH_RULES}, got {match!r}")
+        from unlearnkit.core.files import load_into
+        from unlearnkit.core.validation import check_choice, check_device, check_integer
+
+        check_choice(version, "version", tuple(RESNET50_WEIGHT_URLS))
+        check_choice(match, "match", MATCH_RULES)
+        check_integer(batch_size, "batch_size", minimum=1)
+        check_device(device)
         path = check_weights_file(weights_path, f"ResNet-50 IMAGENET1K_{version}",
                                   f"torchvision's ResNet50_Weights.IMAGENET1K_{version} "
                                   f"({RESNET50_WEIGHT_URLS[version]})")
@@ -136,8 +130,10 @@ class ResNet50Classifier:
         self.categories = tuple(weights_enum.meta["categories"])
         self.transform = weights_enum.transforms()  # resize, centre crop 224, ImageNet mean/std; no download
         self.device = torch.device(device)
+        what = f"torchvision ResNet-50 IMAGENET1K_{version}"
+        state = load_state_dict_file(path, what)   # read (and refused if bad) before the model is built
         self.model = resnet50(weights=None)
-        self.model.load_state_dict(load_state_dict_file(path))  # copies (and casts) into the float32 model
+        load_into(self.model, state, path, what)  # copies (and casts) into the float32 model
         self.model.to(self.device).eval()
         self.match = match
         self.batch_size = batch_size
@@ -176,11 +172,9 @@ class MiniObjectClassifier:
     NONE = "none"
 
     def __init__(self, world):
-        from unlearnkit.worlds.mini import catalogue
-
         self.evaluators = mini_evaluators(world)
-        self.objects = tuple(catalogue.OBJECTS) + (self.NONE,)
-        self.superclasses = tuple(catalogue.SUPERCLASSES) + (self.NONE,)
+        self.objects = tuple(self.evaluators.objects) + (self.NONE,)
+        self.superclasses = tuple(self.evaluators.superclasses) + (self.NONE,)
 
     def predict(self, images) -> list[str]:
         top1 = self.evaluators.object_probs(check_images(images)).argmax(-1)

@@ -1,30 +1,31 @@
-"""CLIP score ``100·cos(image, prompt)`` — ANT Tables 1–3, SM Tables 1 and 3, MACE's metric scripts.
+"""CLIP score ``100·cos(image, prompt)`` — ANT Tables 1–3, SM Tables 1 and 3.
 
-ANT and MACE report HF ``openai/clip-vit-base-patch32`` ``logits_per_image`` (= 100·cos, the logit scale of the
-OpenAI weights); SM prints its raw cosine ×100. Both are ``scale=100``. For the 100-artist experiment ANT Table 3
+The papers report CLIP ViT-B/32 (OpenAI weights) at ``scale=100``. For the 100-artist experiment ANT Table 3
 reports ``CLIP_e`` (erased artists' prompts), ``CLIP_p`` (preserved artists' prompts) and ``H_a = CLIP_p − CLIP_e``.
 
 Backends score one image against one prompt:
 
-* :class:`OpenCLIPScorer` — open_clip ViT-B-32 with the OpenAI weights (QuickGELU) from a local file: either the
-  OpenAI TorchScript archive ``ViT-B-32.pt`` or an open_clip state dict (``open_clip_pytorch_model.bin`` /
-  ``open_clip_model.safetensors`` of ``timm/vit_base_patch32_clip_224.openai``), or any open_clip model given by
-  its JSON config (``model_config``; the smoke world's tiny CLIP);
+* :class:`OpenCLIPScorer` — open_clip ViT-B-32 with the OpenAI weights (QuickGELU) from a local file: an open_clip
+  state dict (``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin`` of
+  ``timm/vit_base_patch32_clip_224.openai``, read without unpickling), or — only when declared with
+  ``weights_format="torchscript"`` — OpenAI's TorchScript archive ``ViT-B-32.pt`` (``torch.jit.load``, never a
+  pickle fallback); or any open_clip model given by its JSON config (``model_config``; the smoke world's tiny CLIP);
 * :class:`MiniCLIPScorer` — the mini world's contrastive model (:meth:`MiniWorld.clip_score`).
 """
 from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from unlearnkit.core.errors import BadFileError
+from unlearnkit.core.files import file_kind, load_into, load_state_dict_file
+from unlearnkit.core.validation import check_choice, check_device, check_flag, check_integer, check_number
 from unlearnkit.metrics import check_images, check_weights_file, mean_and_std
-from unlearnkit.metrics.classification import load_state_dict_file
 
 __all__ = [
     "OPENAI_VIT_B_32_URL",
@@ -38,6 +39,9 @@ __all__ = [
 OPENAI_VIT_B_32_URL = ("https://openaipublic.azureedge.net/clip/models/"
                        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt")
 CLIP_SCALE = 100.0
+#: how :class:`OpenCLIPScorer` reads its weights file: a state dict (safetensors or weights-only torch file), or
+#: OpenAI's TorchScript archive — read only when the caller says the file is one
+WEIGHT_FORMATS = ("state_dict", "torchscript")
 
 
 def mean_clip_score(images, prompts: Sequence[str], scorer, column: str = "CLIP") -> dict:
@@ -68,22 +72,41 @@ def _check_pairs(images, prompts) -> tuple[np.ndarray, list[str]]:
     return images, prompts
 
 
-def _is_torchscript_archive(path) -> bool:
-    """OpenAI's released CLIP files are TorchScript archives (a zip holding ``constants.pkl`` and ``code/``)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
-def _open_clip_state_dict(path) -> dict:
+def _open_clip_state_dict(path, what: str) -> dict:
     """An open_clip state dict from ``.safetensors`` or a weights-only ``torch.load`` (never a full unpickling)."""
-    state = load_state_dict_file(path)
+    if path.suffix != ".safetensors" and file_kind(path) == "torchscript":
+        raise BadFileError(path, f"is a TorchScript archive (OpenAI's ViT-B-32.pt?), not a state dict; TorchScript is "
+                                 f"read only when declared: pass weights_format='torchscript' (reproduce: "
+                                 f"--evaluator open_clip_format=torchscript), or use {what} as .safetensors")
+    state = load_state_dict_file(path, what)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if state and next(iter(state)).startswith("module."):
         state = {key[len("module."):]: value for key, value in state.items()}
     return state
+
+
+def _openai_torchscript_model(path: Path, quick_gelu: bool):
+    """open_clip's model built from the state dict inside OpenAI's TorchScript archive (``torch.jit.load`` only)."""
+    import warnings
+
+    from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from open_clip.model import build_model_from_openai_state_dict
+
+    try:
+        with warnings.catch_warnings():   # torch.jit is deprecated; OpenAI's released file is TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except (RuntimeError, ValueError, OSError) as error:
+        raise BadFileError(path, f"is not a TorchScript archive ({str(error).strip().splitlines()[0][:200]}); "
+                                 f"expected OpenAI's CLIP ViT-B-32.pt") from None
+    try:
+        model = build_model_from_openai_state_dict(state, quick_gelu=quick_gelu, cast_dtype=None)
+    except (KeyError, RuntimeError, ValueError, IndexError) as error:
+        raise BadFileError(path, f"does not hold OpenAI CLIP weights ({type(error).__name__}: {error})") from None
+    model.float()
+    model.visual.image_mean, model.visual.image_std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    return model
 
 
 class _DropMessage(logging.Filter):
@@ -98,18 +121,27 @@ class _DropMessage(logging.Filter):
 class OpenCLIPScorer:
     """open_clip ViT-B-32 from a local file; ``score`` gives ``scale · cos(image, prompt)`` per pair.
 
-    ``weights_path`` is OpenAI's TorchScript ``ViT-B-32.pt`` or an open_clip state dict (``.safetensors``, or
-    ``.bin``/``.pth`` read weights-only). ``model_config`` is an open_clip JSON model config to use instead of
-    ``model_name`` (registered with ``open_clip.add_model_config``; the model name is its file stem).
+    ``weights_path`` is an open_clip state dict (``.safetensors``, or ``.bin``/``.pth`` read weights-only), or with
+    ``weights_format="torchscript"`` OpenAI's TorchScript ``ViT-B-32.pt``. ``model_config`` is an open_clip JSON
+    model config to use instead of ``model_name`` (registered with ``open_clip.add_model_config``; the model name is
+    its file stem).
     ``quick_gelu=True`` matches the OpenAI weights the papers use; set it to False for LAION-trained weights.
-    Prompts longer than 77 tokens are truncated (MACE's script would fail on them instead).
+    Prompts longer than 77 tokens are truncated.
     """
 
     def __init__(self, weights_path, model_name: str = "ViT-B-32", device="cpu", scale: float = CLIP_SCALE,
-                 quick_gelu: bool = True, batch_size: int = 64, model_config: str | os.PathLike | None = None):
-        path = check_weights_file(weights_path, f"open_clip {model_name} (OpenAI)",
+                 quick_gelu: bool = True, batch_size: int = 64, model_config: str | os.PathLike | None = None,
+                 weights_format: str = "state_dict"):
+        what = f"open_clip {model_name} (OpenAI)"
+        path = check_weights_file(weights_path, what,
                                   f"open_clip's 'openai' {model_name} checkpoint ({OPENAI_VIT_B_32_URL}, or "
-                                  f"open_clip_pytorch_model.bin of the hub model timm/vit_base_patch32_clip_224.openai)")
+                                  f"open_clip_model.safetensors of the hub model "
+                                  f"timm/vit_base_patch32_clip_224.openai)")
+        check_choice(weights_format, "weights_format", WEIGHT_FORMATS)
+        check_number(scale, "scale", positive=True)
+        check_integer(batch_size, "batch_size", minimum=1)
+        check_flag(quick_gelu, "quick_gelu")
+        check_device(device)
         import open_clip
 
         if model_config is not None:
@@ -120,11 +152,12 @@ class OpenCLIPScorer:
             open_clip.add_model_config(config_path)
             model_name = config_path.stem
         self.device = torch.device(device)
-        if _is_torchscript_archive(path):
-            model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+        if weights_format == "torchscript":
+            model = _openai_torchscript_model(path, quick_gelu)
             self.preprocess = open_clip.image_transform(model.visual.image_size, is_train=False,
                                                         mean=model.visual.image_mean, std=model.visual.image_std)
         else:
+            state = _open_clip_state_dict(path, what)   # read (and refused if bad) before any model is built
             quiet = _DropMessage("No pretrained weights loaded")  # they are loaded just below
             logging.getLogger().addFilter(quiet)
             try:
@@ -132,7 +165,7 @@ class OpenCLIPScorer:
                     model_name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
             finally:
                 logging.getLogger().removeFilter(quiet)
-            model.load_state_dict(_open_clip_state_dict(path))
+            load_into(model, state, path, what)
         self.model = model.to(self.device).eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.scale = scale
@@ -176,6 +209,7 @@ class MiniCLIPScorer:
     """The mini world's CLIP score (its small contrastive model), on the same ``scale · cos`` footing."""
 
     def __init__(self, world, scale: float = CLIP_SCALE):
+        check_number(scale, "scale", positive=True)
         if not callable(getattr(world, "clip_score", None)):
             raise TypeError(f"MiniCLIPScorer needs a world with clip_score(images, prompts) (the mini world), got "
                             f"{type(world).__name__}")

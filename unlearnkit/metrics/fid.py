@@ -1,13 +1,12 @@
 """FID with clean-fid — ANT Tables 1–3 and SM Tables 1, 3 (generated images vs. real MS-COCO images).
 
-ANT and MACE call ``cleanfid.fid.compute_fid(dir_generated, dir_coco)``: clean mode, PIL-bicubic resize to 299,
-the StyleGAN2 TorchScript Inception (pool3, 2048-d). Here clean-fid does the work in both worlds; only the feature
-extractor changes:
+clean-fid in clean mode (PIL-bicubic resize to 299, the StyleGAN2 Inception's pool3, 2048-d), as ANT reports it;
+only the feature extractor, which the world provides (``world.fid_extractor()``), changes:
 
-* :class:`InceptionFeatureExtractor` — clean-fid's own ``InceptionV3W`` built from a local
-  ``inception-2015-12-05.pt`` with ``download=False`` (clean-fid would otherwise fetch it into ``/tmp``);
-* :class:`MiniFeatureExtractor` — the mini world's CLIP image tower (a ``custom_feat_extractor`` in clean-fid's
-  sense), at the mini images' native 32 px.
+* :class:`InceptionFeatureExtractor` — clean-fid's ``InceptionV3W`` from a local ``inception-2015-12-05.pt``
+  (never downloaded);
+* :class:`MiniFeatureExtractor` — the mini world's CLIP image tower (a clean-fid ``custom_feat_extractor``), at
+  the mini images' native 32 px.
 
 Either side of :func:`compute_fid` may be an image array, a folder of images (read by clean-fid's
 ``get_folder_features``) or precomputed :class:`FeatureStatistics` (e.g. the COCO reference, computed once).
@@ -68,8 +67,18 @@ class FeatureStatistics:
 
     @classmethod
     def load(cls, path) -> "FeatureStatistics":
-        with np.load(path) as data:
-            return cls(data["mu"], data["sigma"], int(data["count"]))
+        """Statistics written by :meth:`save` (``.npz``, read without pickles)."""
+        import zipfile
+
+        from unlearnkit.core.errors import BadFileError
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["mu"], data["sigma"], int(data["count"]))
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+            if isinstance(error, FileNotFoundError):
+                raise
+            raise BadFileError(path, f"is not feature statistics written by FeatureStatistics.save ({error})") from None
 
 
 class InceptionFeatureExtractor(torch.nn.Module):
@@ -83,10 +92,20 @@ class InceptionFeatureExtractor(torch.nn.Module):
                              f"rename {str(path)!r} to it")
         from cleanfid.inception_torchscript import InceptionV3W
 
-        self.device = torch.device(device)
+        from unlearnkit.core.errors import BadFileError
+        from unlearnkit.core.validation import check_device
+
+        self.device = check_device(device)
+        # clean-fid reads this file with torch.jit.load (TorchScript, never a pickle fallback): it is declared
+        # TorchScript by its name and key
         with warnings.catch_warnings():  # torch.jit is deprecated; the file clean-fid reads is TorchScript
             warnings.simplefilter("ignore", FutureWarning)
-            self.net = InceptionV3W(str(path.parent), download=False, resize_inside=False).to(self.device).eval()
+            try:
+                net = InceptionV3W(str(path.parent), download=False, resize_inside=False)
+            except (RuntimeError, ValueError, AttributeError) as error:
+                raise BadFileError(path, f"is not clean-fid's TorchScript Inception "
+                                         f"({str(error).strip().splitlines()[0][:200]})") from None
+        self.net = net.to(self.device).eval()
         self.fn_resize = build_resizer("clean")
 
     @torch.no_grad()
@@ -96,14 +115,17 @@ class InceptionFeatureExtractor(torch.nn.Module):
 
 
 class MiniFeatureExtractor(torch.nn.Module):
-    """The mini CLIP image tower as clean-fid's ``custom_feat_extractor``; images resized (PIL bicubic, as clean
-    mode) to the mini world's size (default: its ``IMAGE_SIZE``, 32) only when they have another size."""
+    """The mini CLIP image tower as clean-fid's ``custom_feat_extractor``; images of another size are resized
+    (PIL bicubic) to ``image_size`` (default: the mini evaluators' ``image_size``, 32)."""
 
     def __init__(self, world, image_size: int | None = None):
         super().__init__()
+        from unlearnkit.core.validation import check_integer
+
         self.evaluators = mini_evaluators(world)
+        check_integer(image_size, "image_size", minimum=1, allow_none=True)
         if image_size is None:
-            from unlearnkit.worlds.mini.models import IMAGE_SIZE as image_size
+            image_size = self.evaluators.image_size
         self.fn_resize = make_resizer("PIL", False, "bicubic", (image_size, image_size))
 
     @torch.no_grad()
@@ -113,6 +135,9 @@ class MiniFeatureExtractor(torch.nn.Module):
 
 def image_features(images, extractor, batch_size: int = 64) -> np.ndarray:
     """``[N, D]`` features of an image array or of every image in a folder (recursively)."""
+    from unlearnkit.core.validation import check_integer
+
+    check_integer(batch_size, "batch_size", minimum=1)
     if isinstance(images, (str, os.PathLike)):
         folder = Path(images)
         if not folder.is_dir():
@@ -135,10 +160,8 @@ def feature_statistics(images, extractor, batch_size: int = 64) -> FeatureStatis
 
 
 def compute_fid(generated, reference, extractor=None, batch_size: int = 64) -> float:
-    """Fréchet distance between two image sets (arrays, folders or :class:`FeatureStatistics`).
-
-    Uses clean-fid's ``frechet_distance``; ``extractor`` is needed for any side that is not statistics yet.
-    """
+    """Fréchet distance between two image sets (arrays, folders or :class:`FeatureStatistics`); ``extractor`` is
+    needed for any side that is not statistics yet."""
     stats = []
     for side in (generated, reference):
         if isinstance(side, FeatureStatistics):
@@ -156,10 +179,8 @@ def compute_fid(generated, reference, extractor=None, batch_size: int = 64) -> f
 def frechet_distance(a: FeatureStatistics, b: FeatureStatistics) -> float:
     """``‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2 tr (Σ_a Σ_b)^{1/2}`` (the FID of clean-fid).
 
-    When one side has fewer samples than dimensions (``Σ = BᵀB``, ``B [N, D]``), ``tr (Σ_a Σ_b)^{1/2}`` is the sum of
-    the square roots of the eigenvalues of the ``N × N`` matrix ``B Σ_other Bᵀ`` — the same non-zero spectrum —
-    instead of a ``D × D`` matrix square root (2048 × 2048: tens of seconds on one thread); otherwise clean-fid's
-    ``frechet_distance``.
+    Exact; when one side has fewer samples ``N`` than dimensions, the trace term comes from an ``N × N``
+    eigenproblem with the same non-zero spectrum instead of a ``D × D`` matrix square root.
     """
     low_rank = [s for s in (a, b) if s.factor is not None]
     if not low_rank:

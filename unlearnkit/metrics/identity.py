@@ -1,19 +1,18 @@
 """Celebrity erasure metrics — ANT Table 2 and Table 4 (MACE's protocol).
 
 Portraits of the 100 erased and the 100 preserved celebrities are identified by a recogniser; ``Acc_e`` and
-``Acc_p`` are the top-1 accuracies on each group (MACE's GCD script: images whose top-1 name equals the prompted
-name / images in which a face was found), ``Face Ratio`` the share of images with a recognisable face, and
+``Acc_p`` are the top-1 accuracies on each group (images whose top-1 name equals the prompted name / images in
+which a face was found), ``Face Ratio`` the share of images with a recognisable face, and
 
     H_c = 2 / ((1 − Acc_e)⁻¹ + Acc_p⁻¹)
 
-the harmonic mean of erasure and preservation. ANT Eq. (8) prints it without the factor 2, but every Table 2 value
-is the ordinary harmonic mean (Ours: Acc_e 0.0430, Acc_p 0.8807 → 0.9173).
+the harmonic mean of erasure and preservation (ANT Eq. (8) omits the 2; its Table 2 values include it).
 
 A recogniser is any callable ``identify(images) -> (names, face_found)``:
 
 * :class:`MiniIdentityRecogniser` — the mini identity classifier; a face is found when its face probability ≥ 0.5;
-* :class:`PluggableIdentityRecogniser` — for the paper world: the GIPHY Celebrity Detector is not bundled
-  (its models come from the giphy/celeb-detection-oss resources), so the user plugs in a callable.
+* :class:`PluggableIdentityRecogniser` — for the paper world: the papers' GIPHY Celebrity Detector is not
+  bundled, so the user plugs in a callable.
 """
 from __future__ import annotations
 
@@ -93,10 +92,8 @@ class MiniIdentityRecogniser:
     """The mini identity classifier as ``identify(images) -> (names, face_found)``."""
 
     def __init__(self, world, face_threshold: float = FACE_THRESHOLD):
-        from unlearnkit.worlds.mini import catalogue
-
         self.evaluators = mini_evaluators(world)
-        self.names = tuple(catalogue.IDENTITIES)
+        self.names = tuple(self.evaluators.identities)
         self.face_threshold = face_threshold
 
     def __call__(self, images) -> tuple[list[str], np.ndarray]:
@@ -106,12 +103,8 @@ class MiniIdentityRecogniser:
 
 
 class PluggableIdentityRecogniser:
-    """The paper world's celebrity recogniser: a user-supplied ``identify(images) -> (names, face_found)``.
-
-    ANT and MACE use the GIPHY Celebrity Detector (github.com/Giphy/celeb-detection-oss: a face detector plus a
-    top-5 recogniser whose model files are distributed separately). It is not bundled with unlearnkit; wrap it — or
-    any face recogniser — in a callable and pass it here.
-    """
+    """The paper world's celebrity recogniser: a user-supplied ``identify(images) -> (names, face_found)``; wrap
+    the papers' GIPHY Celebrity Detector (not bundled) or any face recogniser in it."""
 
     def __init__(self, identify: Callable | None = None):
         if identify is None:

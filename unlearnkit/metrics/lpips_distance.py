@@ -16,6 +16,7 @@ layers: ``d(x, y) = Σ_l mean_hw ‖w_l ⊙ (f̂_l(x) − f̂_l(y))‖²``.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import lpips
 import numpy as np
@@ -50,15 +51,18 @@ def _image_pairs(images_a, images_b, resize_to: int | None) -> tuple[torch.Tenso
     return pair[0], pair[1]
 
 
-def _load_alexnet_features(net: torch.nn.Module, alexnet_state: dict) -> None:
+def _load_alexnet_features(net: torch.nn.Module, alexnet_state: dict, path=None) -> None:
     """Copy torchvision AlexNet ``features.{i}.*`` tensors into lpips' slices (which keep the indices ``i``)."""
+    from unlearnkit.core.files import load_into
+
     slice_of_layer = {name.split(".")[1]: name.split(".")[0] for name in net.state_dict()}
     state = {}
     for key, value in alexnet_state.items():
         parts = key.split(".")
         if parts[0] == "features" and parts[1] in slice_of_layer:
             state[f"{slice_of_layer[parts[1]]}.{parts[1]}.{parts[2]}"] = value
-    net.load_state_dict(state, strict=True)
+    load_into(net, state, path or "the AlexNet state dict",
+              "torchvision AlexNet IMAGENET1K_V1 (its features.* tensors)")
 
 
 class AlexNetLPIPS:
@@ -67,13 +71,23 @@ class AlexNetLPIPS:
 
     def __init__(self, alexnet_weights_path, resize_to: int | None = SEPME_RESIZE, device="cpu",
                  batch_size: int = 32):
+        from unlearnkit.core.validation import check_device, check_integer
+
         path = check_weights_file(alexnet_weights_path, "torchvision AlexNet IMAGENET1K_V1",
                                   f"torchvision's AlexNet_Weights.IMAGENET1K_V1 ({ALEXNET_URL})")
-        # pnet_rand=True builds AlexNet without weights (no download); the lpips linear heads load from the wheel.
+        check_integer(resize_to, "resize_to", minimum=1, allow_none=True)
+        check_integer(batch_size, "batch_size", minimum=1)
+        check_device(device)
+        # pnet_rand=True builds AlexNet without weights (no download); the lpips linear heads are read here from
+        # the wheel, weights-only (lpips' own loader leaves torch.load's unpickling mode to torch's default).
+        from unlearnkit.core.files import load_weights_only
+
         with warnings.catch_warnings():  # lpips still passes torchvision's deprecated ``pretrained=False``
             warnings.simplefilter("ignore", UserWarning)
-            self.model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        _load_alexnet_features(self.model.net, load_state_dict_file(path))
+            self.model = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+        heads = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
+        self.model.load_state_dict(load_weights_only(heads, "lpips' AlexNet linear heads (v0.1)"), strict=False)
+        _load_alexnet_features(self.model.net, load_state_dict_file(path, "torchvision AlexNet IMAGENET1K_V1"), path)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.resize_to = resize_to
@@ -93,6 +107,10 @@ class MiniLPIPS:
     BLOCKS = (0, 2, 4)  # positions of the conv blocks in SmallConvNet.features (pools in between)
 
     def __init__(self, world, resize_to: int | None = None, batch_size: int = 256):
+        from unlearnkit.core.validation import check_integer
+
+        check_integer(resize_to, "resize_to", minimum=1, allow_none=True)
+        check_integer(batch_size, "batch_size", minimum=1)
         self.features = mini_evaluators(world).nets["object_classifier"].features
         self.resize_to = resize_to
         self.batch_size = batch_size

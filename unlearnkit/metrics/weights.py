@@ -1,8 +1,8 @@
 """Size of a weight edit, ``‖Δθ‖_p = ‖Δθ‖₁ / M`` — SepME §4 "Evaluation metrics", Tables 1–2.
 
-``M`` is the number of modified tensors ("layers" in SepME; its code averages ``Σ|θ − θ₀|`` over the trained
-tensors). Given a dict of deltas (or an :class:`~unlearnkit.core.edits.Edit`), every tensor in it counts as modified;
-given two state dicts, the tensors that differ do.
+``M`` is the number of modified tensors ("layers" in SepME). Given a dict of deltas (or an
+:class:`~unlearnkit.core.edits.Edit`), every tensor in it counts as modified; given two state dicts, the tensors
+that differ do.
 """
 from __future__ import annotations
 

@@ -376,6 +376,20 @@ def _seconds_since(started_at: float | datetime) -> float:
     return time.time() - float(started_at)
 
 
+def parameters_from(namespace, names: str, **derived) -> dict:
+    """The ``parameters`` of a run record: ``namespace[name]`` for every name in ``names`` (whitespace-separated —
+    a notebook passes ``globals()`` and the parameters it records), then the ``derived`` values (the sampler it built,
+    the seeds it drew, configs) by keyword. A name missing from ``namespace`` raises a KeyError naming it."""
+    names = names.split()
+    missing = [name for name in names if name not in namespace]
+    if missing:
+        raise KeyError(f"no parameter named {missing} to record")
+    clash = sorted(set(names) & set(derived))
+    if clash:
+        raise ValueError(f"{clash} given both by name and as derived values: record each once")
+    return {**{name: namespace[name] for name in names}, **derived}
+
+
 def write_run_record(
     out_dir: str | Path,
     parameters: dict,

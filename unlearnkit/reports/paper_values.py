@@ -1,13 +1,13 @@
 """The three papers' own result tables as package data, and a helper to show our numbers beside them.
 
-The numbers live in ``paper_values.json`` next to this module, transcribed from the paper texts in
-``shared/papers/`` (ANT, Sculpting Memory, SepME). Every table is stored as::
+The numbers live in ``paper_values.json`` next to this module, transcribed from the papers (ANT, Sculpting
+Memory, SepME). Every table is stored as::
 
     {"caption": ..., "columns": [...], "rows": [{"method": ..., "<column>": value, ...}], "source": "<file> L..-L.."}
 
-with ``null`` for cells the paper leaves empty ("-") or that could not be read. Top-level keys that are not papers
-(``unreadable``, ``reconstructed``, ``inconsistencies``, ``notes``) record how the garbled PDF text was read and
-where the papers disagree with themselves; :func:`transcription_notes` returns them.
+with ``null`` for cells the paper leaves empty ("-") or that could not be read. The other top-level keys
+(``unreadable``, ``reconstructed``, ``inconsistencies``, ``notes``) say how cells were read and where a paper
+disagrees with itself; :func:`transcription_notes` returns them.
 
 Example (``ours`` indexed by method, with columns named like the paper's, e.g. "Acc_e", "Acc_p", "H_c")::
 

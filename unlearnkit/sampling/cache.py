@@ -1,10 +1,9 @@
 """Resumable, shardable image generation backed by a content-addressed PNG cache.
 
-An image depends only on (model weights, prompt, seed, sampler settings, guidance) — see ``sampling.py`` — so
-``generate_cached`` names each image by a sha256 of exactly those things and stores it once, as
-``cache_dir/<key[:2]>/<key>.png``. A second call with the same inputs reads the images back instead of running
-the UNet; a run killed halfway resumes where it stopped, because every image is written atomically right after
-its batch; an edited model (any changed weight) gets a new model fingerprint and hence new keys.
+``generate_cached`` names each image by a sha256 of what it depends on (model weights, prompt, seed, sampler
+settings, guidance id) and stores it once, as ``cache_dir/<key[:2]>/<key>.png``. A second call with the same
+inputs reads the images back; a run killed halfway resumes where it stopped; an edited model (any changed weight)
+gets a new model fingerprint and hence new keys.
 
 ``cache_dir/index.jsonl`` records, one JSON line per generated image, its key, prompt, seed, sampler settings,
 guidance id and model id, so any PNG in the cache can be traced back to what made it.
@@ -16,10 +15,10 @@ Write a script that calls ``generate_cached`` and start it with ``accelerate lau
     # gen.py
     from accelerate import PartialState
     from unlearnkit.sampling.cache import generate_cached
-    from unlearnkit.worlds.mini import load_mini_world
+    from unlearnkit.worlds import load_world
 
     state = PartialState()
-    world = load_mini_world(state.device)
+    world = load_world("mini", state.device)
     generate_cached(world.pipe, prompts, seeds, world.sampler, "cache/", embeddings=world.embeddings)
     state.wait_for_everyone()
     if state.is_main_process:
@@ -29,9 +28,8 @@ Write a script that calls ``generate_cached`` and start it with ``accelerate lau
 
 Each process picks its shard from accelerate (``process_index``, ``num_processes``); item ``i`` of the input
 belongs to shard ``i % num_processes``. Shards share nothing but the cache folder, so the same split works
-across machines on a shared filesystem (pass ``shard=(index, count)`` explicitly there). A shard returns the
-full image array only if every image is in the cache once its own work is done, and ``None`` otherwise;
-the merge is a plain read of the cache in input order, so it does not depend on which process made what.
+across machines on a shared filesystem (pass ``shard=(index, count)`` there). A shard returns the full image
+array only if every image is in the cache once its own work is done, and ``None`` otherwise.
 """
 from __future__ import annotations
 
@@ -49,7 +47,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from unlearnkit.core.diffusion import TextEmbeddingCache
-from unlearnkit.sampling import Guidance, SamplerSettings, generate
+from unlearnkit.core.errors import BadTypeError, UnlearnkitError
+from unlearnkit.core.validation import check_prompts_and_seeds  # noqa: F401  (the one prompt/seed check)
+from unlearnkit.sampling import Guidance, SamplerSettings, check_batch_size, generate
 
 __all__ = [
     "model_fingerprint",
@@ -109,11 +109,9 @@ def model_fingerprint(pipe) -> str:
     """sha256 over every parameter and buffer (name, shape, dtype, bytes) of the pipeline's UNet, text encoder and
     VAE, the on/off state of any peft adapters, and the scheduler config.
 
-    Any edited weight gives a new fingerprint, hence new cache keys. Cost: one pass over all weights — a few
-    milliseconds for the mini world, but for SD v1.4 it reads ~4 GB of tensors (seconds, plus a GPU→CPU copy);
-    compute it once and pass it as ``model_id`` to repeated ``generate_cached`` calls on the same weights.
-    Code changes (attention processors, a different device's kernels) are not covered: fold those into a
-    ``model_id`` of your own if they matter.
+    One pass over all weights (seconds for SD v1.4): compute it once and pass it as ``model_id`` to repeated
+    ``generate_cached`` calls on the same weights. Code changes (attention processors, another device's kernels)
+    are not covered; fold those into a ``model_id`` of your own if they matter.
     """
     hasher = hashlib.sha256()
     for component in FINGERPRINTED_COMPONENTS:
@@ -224,62 +222,36 @@ def default_shard() -> tuple[int, int]:
 def _validate_shard(shard) -> tuple[int, int]:
     if (not isinstance(shard, (tuple, list)) or len(shard) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)):
-        raise ValueError(f"shard must be a pair of integers (index, count), got {shard!r}")
+        raise UnlearnkitError(f"shard must be a pair of integers (index, count), got {shard!r}")
     index, count = shard
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard={shard!r} is invalid: need count >= 1 and 0 <= index < count")
+        raise UnlearnkitError(f"shard={shard!r} is invalid: need count >= 1 and 0 <= index < count")
     return index, count
 
 
 def shard_items(indices: Sequence[int], shard: tuple[int, int]) -> list[int]:
-    """The input indices that belong to ``shard = (index, count)``: ``i % count == index``.
-
-    The split is by position in the input, not position among the missing items, so two processes agree on who
-    owns what no matter when each looked at the cache.
-    """
+    """The input indices that belong to ``shard = (index, count)``: ``i % count == index`` (by input position, so
+    processes agree on who owns what whenever each looked at the cache)."""
     index, count = shard
     return [i for i in indices if i % count == index]
 
 
 # --- validation -------------------------------------------------------------------------------------------------
-def check_prompts_and_seeds(prompts, seeds, purpose: str = "generate",
-                            allow_blank: bool = True) -> tuple[list[str], list[int]]:
-    """A non-empty list of prompts (strings; non-blank unless ``allow_blank``) and one integer seed per prompt."""
-    if isinstance(prompts, str):
-        raise TypeError(f"prompts must be a list of strings, not one string: {prompts!r}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError(f"prompts is empty: give at least one prompt to {purpose}")
-    for p in prompts:
-        if not isinstance(p, str):
-            raise TypeError(f"prompts must be strings, got {type(p).__name__}: {p!r}")
-    if not allow_blank:
-        bad = [p for p in prompts if not p.strip()]
-        if bad:
-            raise ValueError(f"prompts must be non-empty strings, got {bad[:3]!r}")
-    seeds = list(seeds)
-    if len(seeds) != len(prompts):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"seeds must be integers, got {type(s).__name__}: {s!r}")
-    return prompts, [int(s) for s in seeds]
-
-
 def _validate_inputs(prompts, seeds, settings, cache_dir, guidance, guidance_id, batch_size, model_id):
     prompts, seeds = check_prompts_and_seeds(prompts, seeds)
     if not isinstance(settings, SamplerSettings):
-        raise TypeError(f"settings must be a SamplerSettings, got {type(settings).__name__}: {settings!r}")
+        raise BadTypeError(f"settings must be a SamplerSettings, got {type(settings).__name__}: {settings!r}")
     if guidance is not None and not (isinstance(guidance_id, str) and guidance_id):
-        raise ValueError(f"a custom guidance needs a non-empty guidance_id string naming it (a callable cannot be "
-                         f"hashed reliably), got guidance_id={guidance_id!r}")
+        raise UnlearnkitError(f"a custom guidance needs a non-empty guidance_id string naming it (a callable "
+                              f"cannot be hashed reliably), got guidance_id={guidance_id!r}")
     if guidance is None and guidance_id is not None:
-        raise ValueError(f"guidance_id={guidance_id!r} was given without a guidance callable; the default CFG needs "
-                         f"no id")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UnlearnkitError(f"guidance_id={guidance_id!r} was given without a guidance callable; the default CFG "
+                              f"needs no id")
+    check_batch_size(batch_size)
     if model_id is not None and not (isinstance(model_id, str) and model_id):
-        raise ValueError(f"model_id must be a non-empty string (e.g. from model_fingerprint), got {model_id!r}")
+        raise UnlearnkitError(f"model_id must be a non-empty string (e.g. from model_fingerprint), got {model_id!r}")
+    if not isinstance(cache_dir, (str, os.PathLike)) or not str(cache_dir):
+        raise BadTypeError(f"cache_dir must be a folder path, got {cache_dir!r}")
     cache_dir = Path(cache_dir)
     if cache_dir.exists() and not cache_dir.is_dir():
         raise NotADirectoryError(f"cache_dir {str(cache_dir)!r} exists and is not a directory")
@@ -296,13 +268,8 @@ def _first_occurrences(keys: Sequence[str]) -> list[int]:
 
 
 def _padded(indices: list[int], size: int) -> list[int]:
-    """``indices`` padded to ``size`` by repeating the last one.
-
-    Why: CPU and GPU kernels choose different algorithms for different batch sizes, so an image's last bits
-    depend on how many images shared its batch (measured on the mini world: a batch of 1 vs 4 changes the
-    latents by ~2e-5, enough to flip a pixel). Running every batch at one fixed size makes an image's pixels
-    independent of sharding, resumption and which items happened to be cached already.
-    """
+    """``indices`` padded to ``size`` by repeating the last one: kernels differ by batch size in the last bits, so
+    one fixed batch size keeps pixels independent of sharding, resumption and what was cached already."""
     return indices + [indices[-1]] * (size - len(indices))
 
 
@@ -336,11 +303,12 @@ def generate_cached(pipe, prompts: Sequence[str], seeds: Sequence[int], settings
     """Generate one image per (prompt, seed) through a PNG cache: uint8 ``[N, H, W, 3]``, or ``None`` (sharded).
 
     Only images missing from ``cache_dir`` (or whose PNG does not decode) are generated; each is written
-    atomically right after its batch, so an interrupted call loses at most the batch in flight.
+    atomically right after its batch.
 
     Args:
         guidance: custom guidance hook (default: CFG at ``settings.guidance_scale``); needs ``guidance_id``, a
-            string that names it in the cache key — e.g. ``"cfg-reversal:s=7.5,t'=43"``.
+            string that names it in the cache key — e.g. ``"cfg-reversal:s=7.5,t'=43"`` — unless the hook has
+            its own ``guidance_id`` (:class:`unlearnkit.sampling.sld.SafeLatentGuidance` does).
         embeddings: text-embedding cache for ``pipe``'s own text encoder (it is not part of the key).
         batch_size: images per UNet batch; every batch runs at ``min(batch_size, distinct items)`` images,
             padded if needed, so pixels do not depend on how the work was split.
@@ -349,10 +317,11 @@ def generate_cached(pipe, prompts: Sequence[str], seeds: Sequence[int], settings
         model_id: precomputed :func:`model_fingerprint` (or any string identifying the weights); computed here
             when omitted, which reads every weight once.
     Returns:
-        All images in input order, from the cache (those made by this call as just written — PNG is lossless),
-        if every one exists after this shard's work;
-        otherwise ``None``, after logging how many are still missing (other shards' items).
+        All images in input order if every one exists after this shard's work; otherwise ``None``, after
+        logging how many are still missing (other shards' items).
     """
+    if guidance_id is None:
+        guidance_id = getattr(guidance, "guidance_id", None)   # a hook that names itself (SLD)
     prompts, seeds, cache_dir = _validate_inputs(prompts, seeds, settings, cache_dir, guidance, guidance_id,
                                                  batch_size, model_id)
     shard = _validate_shard(default_shard() if shard is None else shard)

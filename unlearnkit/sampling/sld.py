@@ -11,27 +11,25 @@ describes inappropriate content, and steers away from it element-wise:
 and γ_t is applied only from DDIM step δ on (warm-up; the momentum accumulates from the first step). ``ε_p`` is the
 prompt's prediction, ``s_g`` the CFG scale (7.5 in the paper), ``s_S`` = ``sld_guidance_scale``, λ =
 ``sld_threshold``, ``s_m`` = ``sld_momentum_scale``, ``β_m`` = ``sld_mom_beta``, δ = ``sld_warmup_steps``.
-The paper writes the scale as ``max(1, ·)``; the released pipeline (and diffusers' ``StableDiffusionPipelineSafe``)
-clamps it to at most 1, and the published WEAK/MEDIUM/STRONG/MAX settings were tuned with that clamp, so we
-follow the release. SLD-M ("medium") is the baseline of ANT Table 1 and SM Tables 3–4.
+μ is clamped to at most 1 as in SLD's release, for which its WEAK/MEDIUM/STRONG/MAX settings were tuned (the
+paper prints ``max(1, ·)``). SLD-M ("medium") is the baseline of ANT Table 1 and SM Tables 3–4.
 
-:func:`sample_latents_sld` is :func:`unlearnkit.sampling.sample_latents`'s DDIM loop with the three predictions
-(prompt, unconditional, safety concept) in **one** batched UNet call per step.
+:func:`sld_guidance` is a guidance hook for :func:`unlearnkit.sampling.sample_latents` (and so for
+:func:`unlearnkit.sampling.generate` and the cached :func:`unlearnkit.sampling.cache.generate_cached`); the loop
+makes the three predictions (prompt, unconditional, safety concept) in one batched UNet call per step.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from unlearnkit.core.diffusion import TextEmbeddingCache
-from unlearnkit.sampling import SamplerSettings, ddim_scheduler_for, decode_latents, initial_noise, latent_shape
+from unlearnkit.core.validation import check_integer, check_number
 
 __all__ = ["SLD_SAFETY_CONCEPT", "SLDConfig", "SLD_WEAK", "SLD_MEDIUM", "SLD_STRONG", "SLD_MAX", "SafeLatentGuidance",
-           "sld_guidance", "predict_eps_with_safety", "sample_latents_sld", "generate_sld"]
+           "sld_guidance"]
 
 # SLD's default safety concept c_S (the I2P categories), as in the paper and its pipeline.
 SLD_SAFETY_CONCEPT = (
@@ -51,14 +49,11 @@ class SLDConfig:
     sld_mom_beta: float = 0.4            # β_m
 
     def __post_init__(self):
-        if self.sld_guidance_scale < 0:
-            raise ValueError(f"sld_guidance_scale must be >= 0, got {self.sld_guidance_scale!r}")
-        if not (isinstance(self.sld_warmup_steps, int) and self.sld_warmup_steps >= 0):
-            raise ValueError(f"sld_warmup_steps must be a non-negative integer, got {self.sld_warmup_steps!r}")
-        if self.sld_momentum_scale < 0:
-            raise ValueError(f"sld_momentum_scale must be >= 0, got {self.sld_momentum_scale!r}")
-        if not (0 <= self.sld_mom_beta < 1):
-            raise ValueError(f"sld_mom_beta must lie in [0, 1), got {self.sld_mom_beta!r}")
+        check_number(self.sld_guidance_scale, "sld_guidance_scale", minimum=0)
+        check_integer(self.sld_warmup_steps, "sld_warmup_steps", minimum=0)
+        check_number(self.sld_threshold, "sld_threshold")
+        check_number(self.sld_momentum_scale, "sld_momentum_scale", minimum=0)
+        check_number(self.sld_mom_beta, "sld_mom_beta", minimum=0, below=1)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -75,19 +70,38 @@ SLD_MAX = SLDConfig(sld_guidance_scale=5000, sld_warmup_steps=0, sld_threshold=1
 
 
 class SafeLatentGuidance:
-    """The SLD guidance hook: ``guidance(eps_cond, eps_uncond, eps_safety, guidance_scale) -> ε̄``.
+    """SLD as a guidance hook: ``guidance(eps_cond, eps_uncond, t, eps_safety) -> ε̄``, SLD §3.
 
-    Stateful — it counts DDIM steps for the warm-up and carries the momentum ν — so call :meth:`reset` before each
-    new trajectory (:func:`sample_latents_sld` does). ``safety_embeddings`` ``[1, L, d]`` is ``c_S``.
+    ``safety_embeddings`` ``[1, L, d]`` is ``c_S``; the sampler predicts ``ε_S`` from it (:attr:`extra_contexts`).
+    Stateful — it counts DDIM steps for the warm-up and carries the momentum ν; the sampler calls :meth:`reset`
+    before each trajectory. :attr:`guidance_id` names it in the generation cache.
     """
 
-    def __init__(self, safety_embeddings: torch.Tensor, config: SLDConfig = SLDConfig()):
+    # s_S = 1000 and λ = 0.01 act on |ε_p − ε_S| far below bf16's resolution, so SLD samples in full precision.
+    needs_full_precision = True
+
+    def __init__(self, safety_embeddings: torch.Tensor, config: SLDConfig = SLDConfig(), guidance_scale: float = 7.5):
         if not isinstance(safety_embeddings, torch.Tensor) or safety_embeddings.ndim != 3 or \
                 safety_embeddings.shape[0] != 1:
             raise ValueError("safety_embeddings must be one prompt's text embeddings, shape [1, L, d]")
+        if not isinstance(config, SLDConfig):
+            raise TypeError(f"config must be an SLDConfig, got {type(config).__name__}: {config!r}")
         self.safety_embeddings = safety_embeddings
         self.config = config
+        self.guidance_scale = check_number(guidance_scale, "guidance_scale")
         self.reset()
+
+    @property
+    def extra_contexts(self) -> tuple[torch.Tensor]:
+        return (self.safety_embeddings,)
+
+    @property
+    def guidance_id(self) -> str:
+        """``"sld:{...}"``: the SLD config, the CFG scale and a hash of ``c_S``'s embeddings."""
+        raw = self.safety_embeddings.detach().float().contiguous().cpu().numpy().tobytes()
+        recipe = {**self.config.as_dict(), "guidance_scale": self.guidance_scale,
+                  "safety_sha256": hashlib.sha256(raw).hexdigest()[:16]}
+        return "sld:" + json.dumps(recipe, sort_keys=True)
 
     def reset(self) -> None:
         self.step = 0
@@ -102,8 +116,8 @@ class SafeLatentGuidance:
         scale = torch.where(difference < cfg.sld_threshold, scale, torch.zeros_like(scale))
         return scale * (eps_safety - eps_uncond)
 
-    def __call__(self, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, eps_safety: torch.Tensor,
-                 guidance_scale: float) -> torch.Tensor:
+    def __call__(self, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, t: int,
+                 eps_safety: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if self.momentum is None:
             self.momentum = torch.zeros_like(eps_cond)
@@ -113,80 +127,11 @@ class SafeLatentGuidance:
         if self.step >= cfg.sld_warmup_steps:
             direction = direction - gamma
         self.step += 1
-        return eps_uncond + guidance_scale * direction
+        return eps_uncond + self.guidance_scale * direction
 
 
-def sld_guidance(safety_embeddings: torch.Tensor, config: SLDConfig = SLDConfig()) -> SafeLatentGuidance:
-    """The SLD hook for safety concept embeddings ``c_S`` ``[1, L, d]`` (e.g. ``world.embeddings([SLD_SAFETY_CONCEPT])``)."""
-    return SafeLatentGuidance(safety_embeddings, config)
-
-
-def predict_eps_with_safety(unet, x_t: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor,
-                            safety: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(ε(x_t, c_p), ε(x_t, ∅), ε(x_t, c_S))`` in one UNet call of batch ``3B``; ``uncond``/``safety`` may be
-    ``[1, L, d]`` and are broadcast."""
-    batch = x_t.shape[0]
-    t = torch.as_tensor(t, device=x_t.device)
-    t = t.expand(batch) if t.ndim == 0 else t
-    contexts = [e.expand(batch, -1, -1) if e.shape[0] == 1 else e for e in (cond, uncond, safety)]
-    eps = unet(torch.cat([x_t] * 3), torch.cat([t] * 3), encoder_hidden_states=torch.cat(contexts)).sample
-    eps_cond, eps_uncond, eps_safety = eps.chunk(3)
-    return eps_cond, eps_uncond, eps_safety
-
-
-def _validate(prompts, seeds) -> tuple[list[str], list[int]]:
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of strings, not one string")
-    prompts = list(prompts)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
-    seeds = [int(s) for s in seeds]
-    if len(seeds) != len(prompts):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
-    return prompts, seeds
-
-
-@torch.no_grad()
-def sample_latents_sld(pipe, prompts: Sequence[str], seeds: Sequence[int], guidance: SafeLatentGuidance,
-                       settings: SamplerSettings = SamplerSettings(), embeddings: TextEmbeddingCache | None = None,
-                       batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-    """Seeded DDIM generation under SLD; returns final latents ``[N, C, h, w]``.
-
-    Each image's noise comes from its own seed (as in :func:`unlearnkit.sampling.sample_latents`). With
-    ``sld_guidance_scale = 0`` the scale μ is 0, so γ and ν stay 0 and the result is plain CFG at
-    ``settings.guidance_scale``.
-    """
-    prompts, seeds = _validate(prompts, seeds)
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size!r}")
-    if not isinstance(guidance, SafeLatentGuidance):
-        raise TypeError(f"guidance must be a SafeLatentGuidance (sld_guidance(...)), got {type(guidance).__name__}")
-    embeddings = embeddings or TextEmbeddingCache(pipe.tokenizer, pipe.text_encoder)
-    unet = pipe.unet
-    device, dtype = unet.device, unet.dtype
-    uncond = embeddings([""]).to(device, dtype)
-    safety = guidance.safety_embeddings.to(device, dtype)
-    if safety.shape[1:] != uncond.shape[1:]:
-        raise ValueError(f"safety embeddings {tuple(safety.shape)} do not match the text encoder's "
-                         f"{tuple(uncond.shape)}")
-    finals = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="generating (SLD)", disable=not progress):
-        scheduler = ddim_scheduler_for(pipe, settings.num_inference_steps)
-        cond = embeddings(prompts[start:start + batch_size]).to(device, dtype)
-        x = initial_noise(seeds[start:start + batch_size], latent_shape(pipe), device, dtype)
-        x = x * scheduler.init_noise_sigma
-        guidance.reset()
-        for t in scheduler.timesteps:
-            eps_cond, eps_uncond, eps_safety = predict_eps_with_safety(unet, x, t, cond, uncond, safety)
-            eps = guidance(eps_cond, eps_uncond, eps_safety, settings.guidance_scale)
-            x = scheduler.step(eps, t, x, eta=settings.eta).prev_sample
-        finals.append(x)
-    return torch.cat(finals)
-
-
-def generate_sld(pipe, prompts: Sequence[str], seeds: Sequence[int], guidance: SafeLatentGuidance,
-                 settings: SamplerSettings = SamplerSettings(), embeddings: TextEmbeddingCache | None = None,
-                 batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """One SLD image per (prompt, seed): uint8 ``[N, H, W, 3]``."""
-    latents = sample_latents_sld(pipe, prompts, seeds, guidance, settings, embeddings, batch_size, progress)
-    return decode_latents(pipe.vae, latents)
+def sld_guidance(safety_embeddings: torch.Tensor, config: SLDConfig = SLDConfig(),
+                 guidance_scale: float = 7.5) -> SafeLatentGuidance:
+    """The SLD hook for ``c_S`` embeddings ``[1, L, d]`` (e.g. ``world.embeddings([SLD_SAFETY_CONCEPT])``) at CFG
+    scale ``s_g`` = ``guidance_scale``, which must equal the sampler settings' ``guidance_scale``."""
+    return SafeLatentGuidance(safety_embeddings, config, guidance_scale)

@@ -22,15 +22,18 @@ def catalogue(name: str, kind: str | None = None) -> list:
         from unlearnkit.worlds.paper import paper_concept, paper_concepts
 
         return [paper_concept(n) for n in paper_concepts(kind)]
-    raise ValueError(f"unknown world {name!r}; expected one of {WORLDS}")
+    from unlearnkit.core.validation import check_choice
+
+    check_choice(name, "world", WORLDS)
 
 
 def check_world_files(name: str, needs=(), model_path=None, data_dir=None, evaluator_weights=None,
                       coco_images_dir=None) -> None:
     """Before any model loads: raise one error listing every file the ``needs`` of a run lack (paper world; the
     mini world ships everything). ``needs``: input keys, or a notebook's name (``"02_single_concept_nsfw"``)."""
-    if name not in WORLDS:
-        raise ValueError(f"unknown world {name!r}; expected one of {WORLDS}")
+    from unlearnkit.core.validation import check_choice
+
+    check_choice(name, "world", WORLDS)
     if name == "paper":
         from unlearnkit.worlds.paper_files import NOTEBOOK_NEEDS, check_paper_files
 
@@ -44,8 +47,12 @@ def load_world(name: str = "mini", device="cpu", model_path=None, weights_dir=No
                evaluator_weights=None, coco_images_dir=None, needs=()) -> World:
     """Load a world by name. ``mini`` reads the weights shipped in the package (or ``weights_dir``); ``paper``
     loads SD v1.4 from ``model_path`` (a local diffusers folder) with the evaluators' local files and the prompt
-    CSVs in ``data_dir`` — after checking every file ``needs`` names (:data:`paper_files.NOTEBOOK_NEEDS`)."""
+    CSVs in ``data_dir`` — after checking the device and every file ``needs`` names
+    (:data:`paper_files.NOTEBOOK_NEEDS`)."""
+    from unlearnkit.core.validation import check_device
+
     check_world_files(name, needs, model_path, data_dir, evaluator_weights, coco_images_dir)
+    check_device(device)
     if name == "mini":
         from unlearnkit.worlds.mini import WEIGHTS_DIR, load_mini_world
 

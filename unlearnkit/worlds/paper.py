@@ -148,6 +148,10 @@ def build_sd14_architecture(sample_size: int = 16, seed: int = 0, device: str | 
         raise ValueError(f"sample_size must be a positive multiple of 8 (three 2× downsamplings), got {sample_size!r}")
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    from unlearnkit.core.validation import check_device, check_seed
+
+    check_seed(seed)
+    check_device(device, meta=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**{**_without_metadata(SD14_UNET_CONFIG), "sample_size": sample_size})
@@ -204,7 +208,9 @@ def _weight_variant(weight_files: list[Path]) -> str | None:
 
 
 def _check_local_sd14_folder(folder: Path) -> list[Path]:
-    """Raise one ``FileNotFoundError`` unless ``folder`` is a diffusers folder with UNet weights; return them."""
+    """Raise one ``FileNotFoundError`` unless ``folder`` is a diffusers folder with UNet weights, and a
+    :class:`~unlearnkit.core.errors.BadFileError` when it carries code or a corrupt safetensors file; return the UNet
+    weight files."""
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Stable Diffusion v1.4 folder not found: {str(folder)!r} does not exist or is not a directory.\n"
@@ -220,6 +226,10 @@ def _check_local_sd14_folder(folder: Path) -> list[Path]:
             f"No UNet weights in {str(folder / 'unet')!r} (expected diffusion_pytorch_model.safetensors or .bin).\n"
             + _how_to_get_sd14(str(folder))
         )
+    from unlearnkit.core.files import check_code_free_folder, check_safetensors_in
+
+    check_code_free_folder(folder, "the Stable Diffusion v1.4 folder")
+    check_safetensors_in(folder, "a Stable Diffusion v1.4 weight file")
     return weight_files
 
 
@@ -254,6 +264,10 @@ def _load_from_folder(folder: Path, weight_files: list[Path], dtype):
         raise FileNotFoundError(
             f"Could not load Stable Diffusion v1.4 from {str(folder)!r}: {error}\n" + _how_to_get_sd14(str(folder))
         ) from error
+    except (ValueError, RuntimeError, KeyError) as error:   # weights of another shape, a corrupt .bin
+        from unlearnkit.core.errors import BadFileError
+
+        raise BadFileError(folder, f"cannot be loaded as Stable Diffusion v1.4 ({str(error).strip()[:300]})") from None
 
 
 def load_sd14(model_path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
@@ -266,6 +280,9 @@ def load_sd14(model_path: str | os.PathLike, device: str | torch.device = "cpu",
         raise TypeError(f"model_path must be a path (str or os.PathLike), got {type(model_path).__name__}: {model_path!r}")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype or None, got {dtype!r}")
+    from unlearnkit.core.validation import check_device
+
+    check_device(device)
     path_text = os.fspath(model_path)
     if not path_text:
         raise ValueError("model_path is empty: give the SD v1.4 diffusers folder")
@@ -435,8 +452,13 @@ class PaperWorld:
         from unlearnkit.core.diffusion import TextEmbeddingCache
         from unlearnkit.sampling import SamplerSettings
 
-        if self.class_match not in ("substring", "exact_index"):
-            raise ValueError(f"class_match must be 'substring' or 'exact_index', got {self.class_match!r}")
+        from unlearnkit.core.validation import check_choice, check_device, check_number
+
+        check_choice(self.class_match, "class_match", ("substring", "exact_index"))
+        check_number(self.nsfw_threshold, "nsfw_threshold", minimum=0, maximum=1)
+        check_device(self.device)
+        if not isinstance(self.evaluator_weights, dict):
+            raise TypeError(f"evaluator_weights must be a dict key -> path, got {self.evaluator_weights!r}")
         self.evaluator_weights = dict(self.evaluator_weights or {})
         self.embeddings = TextEmbeddingCache(self.pipe.tokenizer, self.pipe.text_encoder, self.device)
         self.sampler = SamplerSettings(num_inference_steps=50, guidance_scale=7.5)  # ANT §4.1, SM §4.1
@@ -490,9 +512,12 @@ class PaperWorld:
     def evaluation_prompts(self, name: str, n: int, first_seed: int = 0) -> list[tuple[str, int]]:
         """``n`` (prompt, seed) pairs for ``name``: an Imagenette class's rows of ``imagenette_prompts.csv`` (its
         own seeds), else the concept's prompts cycled with seeds ``first_seed, first_seed + 1, …``."""
+        from unlearnkit.core.validation import check_integer, check_seed
         from unlearnkit.data import load_imagenette_prompts
         from unlearnkit.data.paper_maps import IMAGENETTE_CLASSES
 
+        check_integer(n, "n", minimum=1)
+        check_seed(first_seed, "first_seed")
         if name in IMAGENETTE_CLASSES and self.data_dir is not None:
             rows = load_imagenette_prompts(self._data_dir(), classes=name).head(n)
             if len(rows) == n:
@@ -503,8 +528,11 @@ class PaperWorld:
     def augmented_prompts(self, concept, num_prompts: int, seed: int = 0) -> list[str]:
         """ANT's prompt augmentation (§3.3) by the seeded generator of :mod:`unlearnkit.methods.parts.prompt_augmentation`:
         the concept's terms (NSFW: ANT's four erase prompts) in varied context templates."""
+        from unlearnkit.core.validation import check_integer, check_seed
         from unlearnkit.methods.parts import prompt_augmentation as pa
 
+        check_integer(num_prompts, "num_prompts", minimum=1)
+        check_seed(seed)
         if concept.kind == "unsafe":
             return pa.augmented_prompts(concept.prompts, num_prompts, seed, pa.DEFAULT_TEMPLATES)
         return pa.augmented_prompts([concept.name], num_prompts, seed, pa.OBJECT_TEMPLATES)
@@ -539,7 +567,8 @@ class PaperWorld:
         from unlearnkit.metrics.clip_score import OpenCLIPScorer
 
         return self._cached("open_clip", lambda: OpenCLIPScorer(
-            self._weights("open_clip"), device=self.device, model_config=self.evaluator_weights.get("open_clip_config")))
+            self._weights("open_clip"), device=self.device, model_config=self.evaluator_weights.get("open_clip_config"),
+            weights_format=self.evaluator_weights.get("open_clip_format", "state_dict")))
 
     def clip_score(self, images, prompts) -> np.ndarray:
         return self.clip_scorer().score(images, prompts)
@@ -623,12 +652,12 @@ class PaperWorld:
         """I2P ``prompt, seed, guidance``: all 4,703 prompts (ANT Table 1) or ``subset="sexual"`` (the 931 of SM
         Table 4), each with its own evaluation seed (then ``seed + 1``, … for more seeds per prompt); ``limit``
         keeps the first prompts of the set, spread evenly over it."""
+        from unlearnkit.core.validation import check_choice, check_integer
         from unlearnkit.data import load_i2p
 
-        if subset not in ("all", "sexual"):
-            raise ValueError(f"subset must be 'all' or 'sexual', got {subset!r}")
-        if isinstance(seeds_per_prompt, bool) or not isinstance(seeds_per_prompt, int) or seeds_per_prompt < 1:
-            raise ValueError(f"seeds_per_prompt must be a positive integer, got {seeds_per_prompt!r}")
+        check_choice(subset, "subset", ("all", "sexual"))
+        check_integer(seeds_per_prompt, "seeds_per_prompt", minimum=1)
+        check_integer(limit, "limit", minimum=1, allow_none=True)
         frame = load_i2p(self._data_dir(), sexual_only=subset == "sexual")
         if limit is not None:
             frame = frame.iloc[np.linspace(0, len(frame) - 1, min(limit, len(frame))).round().astype(int)]
@@ -638,8 +667,10 @@ class PaperWorld:
 
     def coco_prompts(self, n: int = 30000) -> pd.DataFrame:
         """The first ``n`` COCO-30k captions with their seeds (``prompt, seed``)."""
+        from unlearnkit.core.validation import check_integer
         from unlearnkit.data import load_coco30k
 
+        check_integer(n, "n", minimum=1)
         return load_coco30k(self._data_dir(), limit=n)[["prompt", "seed"]].reset_index(drop=True)
 
     def fid_reference(self, n: int = 30000):

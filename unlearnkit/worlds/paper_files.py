@@ -7,9 +7,11 @@ key             file                                                          us
 =============== ============================================================ ==========================================
 open_clip       open_clip ViT-B-32 OpenAI weights (``open_clip_model.safetensors`` CLIP score, image features, zero-shot
                 of ``timm/vit_base_patch32_clip_224.openai``, or OpenAI's    style / identity / superclass evaluators
-                TorchScript ``ViT-B-32.pt``)
+                TorchScript ``ViT-B-32.pt`` with ``open_clip_format``)
 open_clip_config optional: an open_clip JSON model config used instead of     a smaller CLIP (the smoke world)
                 ``ViT-B-32``
+open_clip_format optional: ``torchscript`` when ``open_clip`` is OpenAI's    ViT-B-32.pt through torch.jit.load only
+                TorchScript ``ViT-B-32.pt`` (default ``state_dict``)         (a state dict is never unpickled)
 inception       clean-fid's ``inception-2015-12-05.pt`` (TorchScript)         FID
 resnet50        torchvision ``ResNet50_Weights.IMAGENET1K_V1`` (``.pth`` or  Imagenette accuracy (SM, SepME)
                 ``.safetensors``)
@@ -45,7 +47,9 @@ EVALUATOR_FILES = {
     "alexnet": ("torchvision AlexNet IMAGENET1K_V1",
                 "torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url (alexnet-owt-7be5be79.pth)"),
 }
-OPTIONAL_EVALUATOR_KEYS = ("open_clip_config", "nudenet", "identity")
+OPTIONAL_EVALUATOR_KEYS = ("open_clip_config", "open_clip_format", "nudenet", "identity")
+#: evaluator keys whose value is a word or a ``module:callable``, not a path
+NON_PATH_EVALUATOR_KEYS = ("open_clip_format", "identity")
 
 #: prompt CSVs (MIT, from the unified-concept-editing repository's data/ folder)
 DATA_FILES = {"i2p": "i2p_4703.csv", "coco": "coco_30k.csv", "imagenette": "imagenette_prompts.csv"}
@@ -105,6 +109,9 @@ def missing_files(needs, model_path=None, data_dir=None, evaluator_weights=None,
         value = weights.get(key)
         if key in ("open_clip_config", "nudenet") and value is not None and not _is_file(value):
             missing.append(f"evaluator {key!r}: {value!r} is not a file")
+    if weights.get("open_clip_format", "state_dict") not in ("state_dict", "torchscript"):
+        missing.append(f"evaluator 'open_clip_format': {weights['open_clip_format']!r} is not state_dict or "
+                       f"torchscript")
     return missing
 
 

@@ -1,1 +1,2 @@
-"""The parts erasers share: losses, saliency masks, the dynamic mask, null spaces, the closed-form solver, trajectory banks, prompt augmentation, training data."""
+"""What the erasers share: losses, saliency masks, the dynamic mask, null spaces, the closed-form solver,
+trajectory banks, prompt augmentation, attention recording, training data."""

@@ -14,13 +14,9 @@ same before and after every update — ties included (an all-zero accumulator st
 The accumulator holds the *raw, unmasked* gradients (growing needs the gradient of inactive entries) and is
 reset after initialisation and after every update, as the release does.
 
-Density vs. sparsity. We name the density ``keep_fraction`` (fraction of entries whose gradient passes). The paper
-speaks of "sparsity on the weight gradient" (§3.2) and Table 5 lists "sparsity levels" 20 %/50 %/80 %. Following
-the dynamic-sparse-training usage the paper builds on (RigL, ITOP: sparsity = fraction of zeros), we map
-``sparsity s ⇔ keep_fraction 1 − s`` (:func:`keep_fraction_from_sparsity`). At the paper's default, 50 %, both
-readings coincide with the release (``update_percent 0.5`` = fraction *kept*); Table 5's 20 %/80 % columns are
-ambiguous in the paper, and the release's own knob reads as a keep fraction — pass ``keep_fraction`` directly to
-reproduce that reading.
+``keep_fraction`` is the density (the fraction of entries whose gradient passes); the paper's "sparsity" ``s``
+(Table 5) is ``keep_fraction = 1 − s`` (:func:`keep_fraction_from_sparsity`, the dynamic-sparse-training reading;
+at the default 50 % both readings agree).
 
 Options reproducing the authors' release: ``accumulate="abs_of_sum"`` (importance
 ``|Σg|``; the default, which is also Eq. 2 literally) vs ``"sum_of_abs"``; ``ranking="per_tensor"`` (default) vs

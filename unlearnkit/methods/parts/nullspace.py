@@ -13,12 +13,10 @@ A ``to_k`` / ``to_v`` increment of the form (Eq. 10, in torch's ``[d_out, d_in]`
 then maps every token row of ``c_∅`` and of the other concepts to exactly zero, ``ΔW e = 0`` — so keys and values,
 hence the UNet's prediction, are unchanged for those texts (Eq. 6, second and third conditions).
 
-Solved by SVD in float64: ``A = U Σ Vᵀ``, rank ``r = #{σ_k > rtol · σ_max}`` (an explicit *relative* tolerance), and
-``S_p`` = the right singular vectors of the discarded singular values. The release solves the same system with an
-exact symbolic RREF (sympy) on float data; an SVD basis spans the same space but is orthonormal, which keeps the
-residual ``‖A S_p‖ ≤ rtol · σ_max · √(#discarded)`` controlled and the optimisation well conditioned. Each column
-is normalised to unit length as the paper prescribes ("normalise each element of S_p to a unit vector").
-The guarantee covers the *exact* texts stacked in ``A``, not paraphrases of them.
+Solved by SVD in float64: ``A = U Σ Vᵀ``, rank ``r = #{σ_k > rtol · σ_max}`` (a *relative* tolerance), and ``S_p`` =
+the right singular vectors of the discarded singular values (orthonormal, so ``‖A S_p‖ ≤ rtol · σ_max ·
+√(#discarded)``), each column of unit length as the paper prescribes. The guarantee covers the *exact* texts stacked
+in ``A``, not paraphrases of them.
 """
 from __future__ import annotations
 

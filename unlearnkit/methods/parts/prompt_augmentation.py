@@ -1,11 +1,9 @@
 """Seeded prompt augmentation for ANT's saliency map (ANT §3.3, Fig. 5).
 
-ANT asks GPT-4 for N_c prompts that express the concept in varied contexts and intersects one saliency map per
-prompt × seed (Eq. 4–5). We cannot call GPT-4, so the N_c prompts come from a documented, seeded generator:
-every combination of a *concept term* (ANT's erase prompts for NSFW: "nudity", "naked", "erotic", "sexual") with
-a *context template* (a medium, a subject, a setting) is enumerated, and N_c of them are drawn without
-replacement by a ``numpy`` generator seeded with ``seed`` — the same seed always gives the same prompts, in the
-same order. Worlds with a closed vocabulary (the mini world's tokenizer knows only its catalogue's words) pass
+ANT's N_c prompts express the concept in varied contexts (the paper asks GPT-4); here every combination of a
+*concept term* (ANT's NSFW erase prompts: "nudity", "naked", "erotic", "sexual") with a *context template* (a
+medium, a subject, a setting) is enumerated, and N_c of them are drawn without replacement by a ``numpy`` generator
+seeded with ``seed`` — the same seed always gives the same prompts, in the same order. Worlds with a closed vocabulary (the mini world's tokenizer knows only its catalogue's words) pass
 their own terms and templates.
 """
 from __future__ import annotations

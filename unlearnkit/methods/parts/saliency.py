@@ -10,6 +10,9 @@ from typing import Iterable, Iterator, Mapping
 
 import torch
 
+from unlearnkit.core.errors import UnlearnkitError
+from unlearnkit.core.validation import check_choice, check_number
+
 Mask = dict[str, torch.Tensor]
 
 
@@ -19,8 +22,8 @@ class SaliencyThreshold:
 
     ``gamma``: ANT Eq. (4), ``1(|∇θ L| ≥ γ)`` with an absolute γ > 0. ``keep_fraction``: keep the top fraction of
     ``|∇θ L|`` per tensor (SalUn-style, scale-free; the ANT release keeps 50 % per tensor). Give exactly one.
-    ``select="top"`` keeps the largest gradients; ``"ant_released"`` keeps the *smallest* half as the released
-    ``generate_mask.py`` does — a compatibility mode only.
+    ``select="top"`` keeps the largest gradients; ``"ant_released"`` keeps the *smallest* half as ANT's release
+    does — a compatibility mode only.
     """
 
     gamma: float | None = None
@@ -29,13 +32,10 @@ class SaliencyThreshold:
 
     def __post_init__(self):
         if (self.gamma is None) == (self.keep_fraction is None):
-            raise ValueError("give exactly one of gamma (absolute threshold) and keep_fraction (per-tensor top-k)")
-        if self.gamma is not None and not self.gamma > 0:
-            raise ValueError(f"gamma must be > 0 (ANT Eq. 4), got {self.gamma!r}")
-        if self.keep_fraction is not None and not (0 < self.keep_fraction < 1):
-            raise ValueError(f"keep_fraction must lie in (0, 1), got {self.keep_fraction!r}")
-        if self.select not in ("top", "ant_released"):
-            raise ValueError(f"select must be 'top' or 'ant_released', got {self.select!r}")
+            raise UnlearnkitError("give exactly one of gamma (absolute threshold) and keep_fraction (per-tensor top-k)")
+        check_number(self.gamma, "gamma", positive=True, allow_none=True)   # ANT Eq. (4)
+        check_number(self.keep_fraction, "keep_fraction", above=0, below=1, allow_none=True)
+        check_choice(self.select, "select", ("top", "ant_released"))
 
 
 def threshold_gradient(grad: torch.Tensor, rule: SaliencyThreshold) -> torch.Tensor:

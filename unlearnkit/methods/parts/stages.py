@@ -1,6 +1,6 @@
 """Sequential multi-concept forgetting: one training stage per concept, one Edit per stage.
 
-The runner is method-agnostic (Sculpting Memory; later SepME₂)::
+The runner is method-agnostic (Sculpting Memory's stages)::
 
     for concept in order:
         new optimiser; teacher = the model so far (= this stage's delta switched off);

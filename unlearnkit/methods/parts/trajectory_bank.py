@@ -1,11 +1,9 @@
 """Frozen DDIM trajectories, sampled once and read by every update (ANT Eq. 3 on a fixed set of runs).
 
 ANT's loss reads the frozen model θ* at two points ``z₁`` (t > t′) and ``z₂`` (t ≤ t′) of one denoising trajectory
-of θ*. Sampling that trajectory again for every update costs up to ``N`` CFG UNet calls per update; since θ* never
-changes, a bank of ``J`` runs sampled once — every step's latent and θ*'s conditional and unconditional
-predictions there — gives the same points and targets for one trainable UNet call per update. The only
-difference from fresh sampling is that seeds come from a finite set of ``J`` runs instead of a new seed per
-update (``J`` is a hyperparameter; ``J`` ≥ the number of updates reproduces fresh sampling in distribution).
+of θ*. A bank of ``J`` runs sampled once — every step's latent and θ*'s conditional and unconditional predictions
+there — gives the same points and targets as fresh sampling, for one trainable UNet call per update; seeds come
+from the ``J`` runs instead of a new seed per update.
 
 Memory: ``3 · J · N`` latents on the CPU (SD v1.4, 64×64 latents, N = 50: about 10 MB per run).
 """

@@ -10,6 +10,8 @@ from diffusers import StableDiffusionPipeline
 
 from unlearnkit.core.concepts import Concept
 from unlearnkit.core.diffusion import TextEmbeddingCache
+from unlearnkit.core.errors import BadFileError, BadTypeError
+from unlearnkit.core.validation import check_choice, check_device, check_integer, check_seed
 from unlearnkit.sampling import SamplerSettings
 
 from unlearnkit.worlds.mini import catalogue
@@ -21,11 +23,22 @@ DEFAULT_SAMPLER = SamplerSettings(num_inference_steps=50, guidance_scale=5.0)
 
 
 def load_mini_pipeline(weights_dir: str | Path = WEIGHTS_DIR, device="cpu", dtype=torch.float32):
+    """The mini pipeline from ``weights_dir/pipeline``; a corrupt, truncated or code-bearing folder is refused before
+    any weight is read."""
+    from unlearnkit.core.files import check_code_free_folder, check_safetensors_in
+
     folder = Path(weights_dir) / "pipeline"
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"mini-world pipeline {folder} is missing; "
                                 f"train it with `python -m unlearnkit.worlds.mini.train --out {weights_dir}`")
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    check_code_free_folder(folder, "the mini-world pipeline")
+    check_safetensors_in(folder, "a mini-world pipeline weight file")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
+                                                       use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise BadFileError(folder, f"cannot be loaded as the mini-world pipeline ({str(error).strip()[:300]}); "
+                                   f"retrain it with `python -m unlearnkit.worlds.mini.train`") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -63,11 +76,13 @@ class MiniWorld:
     embeddings: TextEmbeddingCache = field(init=False)
 
     def __post_init__(self):
+        if not isinstance(self.sampler, SamplerSettings):
+            raise BadTypeError(f"sampler must be a SamplerSettings, got {type(self.sampler).__name__}")
         self.embeddings = TextEmbeddingCache(self.pipe.tokenizer, self.pipe.text_encoder, self.device)
 
     @classmethod
     def load(cls, device="cpu", weights_dir: str | Path = WEIGHTS_DIR) -> "MiniWorld":
-        device = torch.device(device)
+        device = check_device(device)
         return cls(load_mini_pipeline(weights_dir, device), MiniEvaluators(weights_dir, device), device)
 
     # --- concepts ---------------------------------------------------------------------------------------------
@@ -99,6 +114,8 @@ class MiniWorld:
 
     def evaluation_prompts(self, name: str, n: int, first_seed: int = 0) -> list[tuple[str, int]]:
         """``n`` (prompt, seed) pairs: the concept's prompts cycled, seeds ``first_seed, first_seed + 1, …``."""
+        check_integer(n, "n", minimum=1)
+        check_seed(first_seed, "first_seed")
         texts = self.concept(name).prompts
         return [(texts[k % len(texts)], first_seed + k) for k in range(n)]
 
@@ -113,6 +130,8 @@ class MiniWorld:
         from every catalogue wording of the concept (:func:`catalogue.augmentation_candidates`)."""
         from unlearnkit.methods.parts.prompt_augmentation import draw_prompts
 
+        check_integer(num_prompts, "num_prompts", minimum=1)
+        check_seed(seed)
         return draw_prompts(catalogue.augmentation_candidates(concept), num_prompts, seed)
 
     # --- evaluation ---------------------------------------------------------------------------------------------
@@ -168,8 +187,9 @@ class MiniWorld:
         is the whole set; ``limit`` keeps that many prompts spread evenly over it."""
         from unlearnkit.worlds.mini.prompt_sets import i2p_analogue
 
-        if subset not in ("all", "sexual"):
-            raise ValueError(f"subset must be 'all' or 'sexual', got {subset!r}")
+        check_integer(seeds_per_prompt, "seeds_per_prompt", minimum=1)
+        check_choice(subset, "subset", ("all", "sexual"))
+        check_integer(limit, "limit", minimum=1, allow_none=True)
         frame = i2p_analogue(seeds_per_prompt)
         if limit is not None:
             frame = frame.iloc[np.linspace(0, len(frame) - 1, min(limit, len(frame))).round().astype(int)]
@@ -179,12 +199,14 @@ class MiniWorld:
         """COCO-analogue captions (``prompt, seed``)."""
         from unlearnkit.worlds.mini.prompt_sets import coco_analogue
 
+        check_integer(n, "n", minimum=1)
         return coco_analogue(n)[0]
 
     def fid_reference(self, n: int = 200) -> np.ndarray:
         """The drawn reference images of the first ``n`` COCO-analogue captions (FID's reference)."""
         from unlearnkit.worlds.mini.prompt_sets import coco_analogue
 
+        check_integer(n, "n", minimum=1)
         return coco_analogue(n)[1]
 
     def identity_recogniser(self):

@@ -1,6 +1,6 @@
 """The mini world's concept catalogue: names, visual attributes and prompt templates.
 
-Every paper experiment has an analogue here (see DESIGN.md):
+Every paper experiment has an analogue here:
 
 * 10 object kinds, each with a superclass — Imagenette and the superclass map of Sculpting Memory Table 6.
   An object is its superclass's shape filled with its own colour; a generic superclass member is the same

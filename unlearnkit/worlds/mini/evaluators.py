@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from transformers import CLIPModel
 
+from unlearnkit.core.errors import BadFileError
+from unlearnkit.core.files import check_code_free_folder, check_safetensors_in, load_into, load_safetensors
+from unlearnkit.core.validation import check_device
 from unlearnkit.worlds.mini import catalogue as cat
 from unlearnkit.worlds.mini import models
 
@@ -29,11 +31,19 @@ def as_float_images(images) -> torch.Tensor:
 
 
 class MiniEvaluators:
-    """The trained mini evaluators, loaded from safetensors."""
+    """The trained mini evaluators, loaded from safetensors (a corrupt file or one of another architecture raises a
+    :class:`~unlearnkit.core.errors.BadFileError` naming it)."""
+
+    # what each head's columns mean, so a metric backend reads labels from here and never imports the world
+    objects = tuple(cat.OBJECTS)
+    superclasses = tuple(cat.SUPERCLASSES)
+    identities = tuple(cat.IDENTITIES)
+    unsafe_labels = tuple(cat.UNSAFE_LABELS)
+    image_size = models.IMAGE_SIZE
 
     def __init__(self, weights_dir: str | Path, device="cpu"):
         weights_dir = Path(weights_dir)
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.nets = {}
         for name in models.EVALUATORS:
             path = weights_dir / "evaluators" / f"{name}.safetensors"
@@ -41,13 +51,22 @@ class MiniEvaluators:
                 raise FileNotFoundError(f"mini evaluator weights {path} are missing; "
                                         f"train them with `python -m unlearnkit.worlds.mini.train`")
             net = models.build_evaluator(name)
-            net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+            what = f"the mini {name.replace('_', ' ')}"
+            state, _ = load_safetensors(path, what)
+            load_into(net, {k: v.float() for k, v in state.items()}, path, what)
             self.nets[name] = net.to(self.device).eval()
         clip_dir = weights_dir / "clip"
         if not (clip_dir / "config.json").is_file():
             raise FileNotFoundError(f"mini CLIP weights {clip_dir} are missing; "
                                     f"train them with `python -m unlearnkit.worlds.mini.train`")
-        self.clip = CLIPModel.from_pretrained(str(clip_dir), dtype=torch.float32).to(self.device).eval()
+        check_code_free_folder(clip_dir, "the mini CLIP")
+        check_safetensors_in(clip_dir, "the mini CLIP weights")
+        try:
+            clip = CLIPModel.from_pretrained(str(clip_dir), dtype=torch.float32, local_files_only=True,
+                                             use_safetensors=True)
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise BadFileError(clip_dir, f"cannot be loaded as the mini CLIP ({str(error).strip()[:300]})") from None
+        self.clip = clip.to(self.device).eval()
 
     @torch.no_grad()
     def _heads(self, name: str, images, batch_size: int = 512) -> dict[str, torch.Tensor]:

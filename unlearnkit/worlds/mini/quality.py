@@ -2,7 +2,7 @@
 
     python -m unlearnkit.worlds.mini.quality [--per-class 20] [--out reports/mini-world.md]
 
-Bars (issue #2): object and style accuracy ≥ 0.90 on generated images, identity top-1 ≥ 0.70, unsafe detector
+Bars: object and style accuracy ≥ 0.90 on generated images, identity top-1 ≥ 0.70, unsafe detector
 fires on ≥ 0.90 of unsafe prompts and ≤ 0.05 of safe ones, every evaluator ≥ 0.98 on held-out drawn images.
 """
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The erasers' objectives as tensor functions, one module per paper."""

@@ -13,7 +13,7 @@
       L_SalUn = ‖ε_θ(x_t, c, t) − sg[ε_θ(x_t, c′, t)]‖² + α ‖ε_θ(x_r,t, c_r, t) − ε‖²
 
   Both predictions come from the model being trained (θ on both sides in SalUn's objective); the pseudo-label side
-  carries no gradient (the released ``nsfw_removal.py`` detaches it), so the concept moves towards c′, not the
+  carries no gradient (the release detaches it), so the concept moves towards c′, not the
   other way round. α is the release's ``--alpha``.
 """
 from __future__ import annotations

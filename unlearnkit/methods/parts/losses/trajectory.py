@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from unlearnkit.core.validation import check_choice, check_number
+
 STAGE_SPLITS = ("paper", "ant_single_released")
 ERASE_SPANS = ("late", "all")
 
@@ -36,10 +38,9 @@ class TrajectoryLossWeights:
 
     def __post_init__(self):
         for name in ("preserve", "lambda1", "lambda2", "lambda3"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.erase_span not in ERASE_SPANS:
-            raise ValueError(f"erase_span must be one of {ERASE_SPANS}, got {self.erase_span!r}")
+            check_number(getattr(self, name), name, minimum=0)
+        check_number(self.eta, "eta")
+        check_choice(self.erase_span, "erase_span", ERASE_SPANS)
 
     @property
     def needs_early(self) -> bool:
