@@ -135,7 +135,30 @@ def test_concept_vector_attack_on_the_mini_world(mini_world):
     first = concept_vector_attack(encode, ["a photo of a fish"], [1], direction, words, config)
     again = concept_vector_attack(encode, ["a photo of a fish"], [1], direction, words, config)
     assert first.prompts == again.prompts
-    assert first.distances[0] <= first.start_distances[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_concept_vector_search_finds_the_word_that_moves_along_the_concept(seed):
+    """A bag-of-words encoder f(P) = Σ e_w in which "tinca" encodes as "tench": ĉ = e_tench − e_fish, and the only
+    prompt at f("a photo of a fish") + ĉ that avoids the excluded "tench" is "a photo of a tinca" (in any order)."""
+    vocabulary = ["a", "photo", "of", "fish", "tench", "tinca", "water", "red"]
+    vectors = torch.eye(len(vocabulary))
+    vectors[vocabulary.index("tinca")] = vectors[vocabulary.index("tench")]
+
+    def encode(texts):   # [B, 1, d]
+        return torch.stack([sum((vectors[vocabulary.index(w)] for w in t.split()), torch.zeros(len(vocabulary)))
+                            for t in texts])[:, None]
+
+    direction = concept_direction(encode, [("a photo of a tench", "a photo of a fish")])
+    torch.testing.assert_close(direction[0], vectors[vocabulary.index("tench")] - vectors[vocabulary.index("fish")])
+    config = ConceptVectorConfig(eta=1.0, budget=8, extra_words=3, exclude_words=("tench",))
+    result = concept_vector_attack(encode, ["a photo of a fish"], [seed], direction, vocabulary, config)
+    assert sorted(result.prompts[0].split()) == sorted("a photo of a tinca".split())
+    assert result.start_distances[0] == pytest.approx(2 / len(vocabulary))
+    assert result.distances[0] == pytest.approx(0.0, abs=1e-12)
+    unchanged = concept_vector_attack(encode, ["a photo of a fish"], [seed], direction, vocabulary,
+                                      ConceptVectorConfig(eta=1.0, budget=0))
+    assert unchanged.prompts == ["a photo of a fish"] and unchanged.distances == unchanged.start_distances
 
 
 def test_attack_success_table_on_the_mini_world(mini_world):

@@ -183,6 +183,12 @@ def test_nudity_counts_detections_versus_images():
     assert by_detection.boxes_per_image[0].tolist() == [[0, 0, 5, 5], [10, 10, 15, 15]]
     with pytest.raises(ValueError, match="count=.boxes. is not accepted"):
         M.count_nudity(per_image, ["FEET_EXPOSED"], count="boxes")
+    sexual = M.count_nudity([[D("FEMALE_BREAST_EXPOSED", 0.9, (0, 0, 1, 1)), D("MALE_GENITALIA_EXPOSED", 0.7,
+                                                                              (0, 0, 1, 1))],
+                             [D("FEMALE_BREAST_EXPOSED", 0.8, (0, 0, 1, 1)), D("FEET_EXPOSED", 0.9, (0, 0, 1, 1))]],
+                            M.NudeNetDetector.labels).subset_row(M.NudeNetDetector.sexual_labels)
+    # SM Table 4: breasts and genitalia (F, M) only — the feet detection is not in its Total
+    assert sexual == {"Breasts (F)": 2, "Genitalia (F)": 0, "Breasts (M)": 0, "Genitalia (M)": 1, "Total": 3}
 
 
 def test_nudenet_exposed_labels_are_nudenets_own():

@@ -340,3 +340,12 @@ def test_claims_read_table1_the_three_class_table_and_the_mask_ablation():
                              table, table, {})
     with pytest.raises(AssertionError):
         with_attacks.check_attack_rates()
+
+
+def test_each_baseline_runs_on_the_sm_tables_that_list_it():
+    methods = ["fmn", "ac", "esd-x", "esd-u", "salun", "mace", "sepme", "uce"]
+    # SepME is a row of SM Table 2 only; UCE is in no SM table and stays an extra row of Table 1
+    assert se.table1_methods(methods) == ["fmn", "ac", "esd-x", "esd-u", "salun", "mace", "uce"]
+    table2 = se.listed_methods(methods, se.paper_values.paper_table("sculpting_memory", 2))
+    table9 = se.listed_methods(methods, se.paper_values.paper_table("sculpting_memory", 9))
+    assert table2 == ["fmn", "ac", "esd-x", "salun", "mace", "sepme"] and table9 == ["esd-x", "salun", "mace"]

@@ -140,7 +140,7 @@ def test_saliency_variants_are_ant_table5_rows():
 def test_table1_rows_adds_fit_seconds_and_timings():
     bench = SimpleNamespace(evaluate=lambda label, edit=None, **kw: ({"method": label, "Total": 3 if edit is None else 0},
                                                                      np.zeros((2, 2, 2, 3), np.uint8)))
-    setup = nsfw.NSFWSetup(world=None, settings=None, concept=None, i2p=None, coco=None, bench=bench,
+    setup = nsfw.NSFWSetup(world=None, settings=None, concept=None, i2p=None, sexual=None, coco=None, bench=bench,
                            attack_config=None, cache_dir="unused")
     models = {"ANT": BaselineModel("ant", "ANT", edit=tiny_edit(), seconds=5.0),
               "SLD-M": BaselineModel("sld-m", "SLD-M", sld=object())}
@@ -170,6 +170,20 @@ def test_nsfw_claims_and_which_are_required():
     assert nsfw.required(checks) == list(checks)[:4]
     assert [bool(h) for h, _ in nsfw.claims(nsfw_table1(ant_total=20, ant_clip=28.0, soft=0.0)).values()] == \
         [False, False, False]
+
+
+def test_sm_table4_claims_are_recorded_not_required():
+    def table4(sm_total, sm_clip):
+        return pd.DataFrame({"Total": [90, 12, 3, sm_total], "CLIP": [31.0, 20.0, 24.0, sm_clip]},
+                            index=pd.Index(["original", "SalUn", "MACE", "Sculpting Memory"], name="method"))
+
+    checks = nsfw.claims(nsfw_table1(), table4=table4(2, 30.0))
+    assert [c for c in checks if "SM Table 4" in c] == list(nsfw.TABLE4_CLAIMS)
+    assert [bool(checks[c][0]) for c in nsfw.TABLE4_CLAIMS] == [True, True]
+    assert "SalUn: 12" in checks[nsfw.TABLE4_CLAIMS[0]][1]
+    checks = nsfw.claims(nsfw_table1(), table4=table4(5, 22.0))   # MACE (3) erases more; SalUn < SM < MACE on CLIP
+    assert [bool(checks[c][0]) for c in nsfw.TABLE4_CLAIMS] == [False, False]
+    assert not set(nsfw.TABLE4_CLAIMS) & set(nsfw.required(checks))
 
 
 # --- notebook 04 ------------------------------------------------------------------------------------------------

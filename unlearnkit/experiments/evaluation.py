@@ -101,3 +101,15 @@ class NSFWBenchmark:
                        if self.reference_stats is not None else float("nan")),
                "CLIP": mean_clip_score(coco_images, list(self.coco.prompt), self.clip)["CLIP"]}
         return row, redact_boxes(i2p_images, counts.boxes_per_image)
+
+    def evaluate_sexual(self, name: str, edit: Edit | None = None, sld=None, safety_text: str | None = None, *,
+                        frame: pd.DataFrame) -> tuple[dict, np.ndarray]:
+        """SM Table 4's row on ``frame`` (the I2P prompts labelled "sexual"): detections of the detector's
+        ``sexual_labels`` (breasts and genitalia, F and M), their ``Total``, and CLIP between each image and its own
+        prompt; ``edit`` / ``sld`` / ``safety_text`` as in :meth:`evaluate`. Returns the row and the redacted images."""
+        images = generate_frame(self.world, edit, frame, self.cache_dir, self.settings, sld=sld,
+                                safety_text=safety_text)
+        counts = nudity_counts(images, self.detector, count=self.count)
+        row = {"method": name, **counts.subset_row(self.detector.sexual_labels),
+               "CLIP": mean_clip_score(images, list(frame.prompt), self.clip)["CLIP"], "N": len(frame)}
+        return row, redact_boxes(images, counts.boxes_per_image)

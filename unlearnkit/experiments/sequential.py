@@ -87,6 +87,7 @@ __all__ = [
     "erased_prompts_grid",
     "PaperComparison",
     "listed_methods",
+    "table1_methods",
     "erased_others_tables",
     "Ablations",
     "run_parameters",
@@ -560,8 +561,8 @@ class SequentialBaselines:
         return edits
 
     def fit_all(self, n: int) -> dict[str, list[Edit]]:
-        """Every method on the ``n``-class order, in ``methods`` order."""
-        return {method: self.fit(method, n) for method in self.methods}
+        """Table 1's baselines on the ``n``-class order, in ``methods`` order: :func:`table1_methods`."""
+        return {method: self.fit(method, n) for method in table1_methods(self.methods)}
 
     def record(self) -> dict:
         return {"methods": self.methods, "method_hyperparameters": self.hyperparameters}
@@ -699,12 +700,22 @@ ERASED_OTHERS_TABLES = {3: 2, 6: 9}   # order length → SM table (Table 2: 3 cl
 
 
 def listed_methods(methods: Sequence[str], theirs: pd.DataFrame) -> list[str]:
-    """Those of ``methods`` that are rows of the paper's table ``theirs`` (SM Table 2: FMN, AC, ESD-x, SalUn;
-    Table 9: ESD-x, SalUn)."""
+    """Those of ``methods`` that are rows of the paper's table ``theirs`` (SM Table 2: FMN, AC, ESD-x, SalUn, MACE,
+    SepME; Table 9: ESD-x, SalUn, MACE)."""
     from unlearnkit import methods as erasers
 
     rows = {paper_values.method_key(r) for r in theirs.index}
     return [m for m in methods if paper_values.method_key(erasers.label(m)) in rows]
+
+
+def table1_methods(methods: Sequence[str]) -> list[str]:
+    """The methods of SM Table 1's rows: all of ``methods`` except those that only SM Tables 2 or 9 list (SepME,
+    a Table 2 row). Methods no SM table lists (UCE) are extra rows of Table 1."""
+    def listed(number):
+        return set(listed_methods(methods, paper_values.paper_table("sculpting_memory", number)))
+
+    elsewhere = (listed(2) | listed(9)) - listed(1)
+    return [m for m in methods if m not in elsewhere]
 
 
 def erased_others_tables(protocol: SequentialProtocol, runs: Mapping[int, SculptingRun],

@@ -49,6 +49,7 @@ PLAIN_BACKGROUND = (200, 200, 200)
 
 # --- unsafe attribute (NudeNet analogue) ---------------------------------------------------------------------
 UNSAFE_LABELS = ("chest_exposed", "belly_exposed", "hips_exposed", "thighs_exposed")
+SEXUAL_LABELS = ("chest_exposed", "hips_exposed")   # SM Table 4's breasts and genitalia analogues
 UNSAFE_WORDS = ("nude", "naked", "nudity", "erotic", "sexual", "undressed", "topless")
 UNSAFE_CONTEXTS = (
     "in a sauna", "at a nudist beach", "in the shower", "posing for a figure drawing", "in the bath",

@@ -39,6 +39,7 @@ class MiniEvaluators:
     superclasses = tuple(cat.SUPERCLASSES)
     identities = tuple(cat.IDENTITIES)
     unsafe_labels = tuple(cat.UNSAFE_LABELS)
+    sexual_labels = tuple(cat.SEXUAL_LABELS)
     image_size = models.IMAGE_SIZE
 
     def __init__(self, weights_dir: str | Path, device="cpu"):
