@@ -98,3 +98,16 @@ def test_papermill_parses_every_parameter_line_without_a_warning(notebook, caplo
         parsed = PythonTranslator.inspect(cell)
     assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
     assert {p.name for p in parsed} == _parameter_names(notebook)
+
+
+def test_the_mini_ci_scale_is_what_the_tests_run_and_the_full_scale_resolves_more():
+    """nbval runs the notebooks' defaults; ``--preset mini --scale ci`` must be the same run, and full only larger."""
+    preset = json.loads((ROOT / "unlearnkit" / "presets" / "mini.json").read_text())
+    for stem, parameters in preset["scales"]["ci"].items():
+        defaults = _notebook_defaults(stem)
+        assert parameters == {k: defaults[k] for k in parameters}, f"mini --scale ci differs from {stem}'s defaults"
+        full = preset["notebooks"][stem]
+        for key, value in parameters.items():
+            size = len if isinstance(value, list) else (lambda v: v)
+            assert size(full[key]) > size(value), f"{stem}: full {key} {full[key]} does not exceed ci's {value}"
+        assert defaults["output_dir"] == f"../reports/mini-ci/{stem}"

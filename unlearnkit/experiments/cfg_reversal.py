@@ -180,3 +180,67 @@ def t_prime_slider(world, probes, seeds: Sequence[int], start: float, settings: 
 
     return widgets.interact(show, t_prime=widgets.IntSlider(value=start, min=0,
                                                             max=settings.num_inference_steps, step=1))
+
+
+# --- held-out draws ---------------------------------------------------------------------------------------------------
+PROBE_KINDS = ("object", "style", "identity", "unsafe")
+
+
+def held_out_probes(world, draw: int, stride: int = 23) -> list[tuple[str, str]]:
+    """One ``(prompt, concept)`` probe per family for draw ``draw``: the held-out concept at position
+    ``draw × stride`` of each family's held-out list (``concept_split``), prompted by its first prompt."""
+    probes = []
+    for kind in PROBE_KINDS:
+        held = world.concept_split(kind).held_out
+        name = held[(draw * stride) % len(held)]
+        probes.append((world.concept(name).prompts[0], name))
+    return probes
+
+
+def held_out_reversal(world, n_draws: int, n_seeds: int, t_prime_mid: float, settings: SamplerSettings
+                      ) -> tuple[list[dict], pd.DataFrame]:
+    """Per draw (:func:`held_out_probes`, the draw's evaluation seeds): per image, the attribute detected in the
+    original and at ``t_prime_mid``, and the feature and layout distance to the original at ``t_prime_mid`` and when
+    reversed from the first step. Returns the per-image samples and one summary row per draw."""
+    from unlearnkit.experiments.draws import evaluation_seeds
+
+    samples, rows = [], []
+    first = float(settings.num_inference_steps)
+    for d in range(n_draws):
+        probes = held_out_probes(world, d)
+        seeds = evaluation_seeds(world, "object", d, n_seeds)
+        prompts = [p for p, _ in probes]
+        images = {t: reversed_images(world, prompts, seeds, t, settings) for t in (0.0, float(t_prime_mid), first)}
+        detected = {t: np.concatenate([world.detect(name, images[t][i * n_seeds:(i + 1) * n_seeds])
+                                       for i, (_, name) in enumerate(probes)]).astype(float) for t in images}
+        sample = {"detected original": detected[0.0], "detected mid": detected[float(t_prime_mid)]}
+        for label, t in (("mid", float(t_prime_mid)), ("first", first)):
+            sample[f"feature {label}"] = feature_distance(world, images[t], images[0.0])
+            sample[f"layout {label}"] = coarse_layout_distance(images[t], images[0.0])
+        samples.append(sample)
+        rows.append({"draw": d, "probes": ", ".join(name for _, name in probes), "seeds": f"{seeds[0]}…{seeds[-1]}",
+                     **{k: float(v.mean()) for k, v in sample.items()}})
+    return samples, pd.DataFrame(rows)
+
+
+def held_out_claims(samples: Sequence[dict], t_prime_mid: float, min_drop: float = 0.5) -> dict:
+    """Notebook 01's claims (ANT §3.1, Fig. 3) on held-out probes as :class:`~unlearnkit.reports.verdicts.Verdict` s:
+    reversing from ``t_prime_mid`` lowers the detection rate by more than ``min_drop``; and at ``t_prime_mid`` both
+    distances to the original stay below reversing from the first step (the larger of the two differences < 0)."""
+    from unlearnkit.reports.verdicts import judge
+
+    keys = list(samples[0])
+    paired = [keys]    # every quantity of a draw is measured on the same prompts and seeds
+    return {
+        f"reversing CFG from a mid t' (here {t_prime_mid}) removes the prompted attribute (detection drops by more "
+        f"than {min_drop})":
+            judge(f"detection original - mid > {min_drop}", samples,
+                  lambda m: m["detected original"] - m["detected mid"], min_drop, ">",
+                  "detection " + ", ".join(f"{s['detected original'].mean():.2f} -> {s['detected mid'].mean():.2f}"
+                                           for s in samples) + " per draw", paired),
+        "a mid t' keeps the structure that reversing from the first step destroys":
+            judge("max(feature mid - first, layout mid - first) < 0", samples,
+                  lambda m: max(m["feature mid"] - m["feature first"], m["layout mid"] - m["layout first"]), 0.0, "<",
+                  "feature distance " + ", ".join(f"{s['feature mid'].mean():.3f} vs {s['feature first'].mean():.3f}"
+                                                  for s in samples) + " per draw", paired),
+    }

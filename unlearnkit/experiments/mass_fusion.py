@@ -29,8 +29,10 @@ from unlearnkit.experiments.baselines import BaselineModel, evaluate_rows, weigh
 from unlearnkit.experiments.evaluation import generate_edited
 from unlearnkit.metrics import compute_fid, feature_statistics, identity_metrics, mean_clip_score
 from unlearnkit.metrics.clip_score import erase_preserve_clip
+from unlearnkit.metrics.identity import celebrity_harmonic_mean
 
 __all__ = ["identity_groups", "IdentityBenchmark", "StyleBenchmark", "portrait_prompt", "attack_erased_identities",
+           "held_out_identities", "IdentityDraws", "identity_draws", "held_out_claims", "HELD_OUT_RECORDED_ONLY",
            "PAPER_ROWS", "MassFusionRun", "prepare", "Groups", "resolve_groups", "fusion_prior", "ConceptLoRAs",
            "train_loras", "fuse", "table_models", "identity_table", "attacked_identities", "attack_table",
            "attack_parameters", "with_attack_rates", "style_table",
@@ -236,16 +238,17 @@ class Groups:
 def resolve_groups(world, first_names: int, per_first_name: int, other_preserved: int, erase_identities=None,
                    preserve_identities=None, erase_styles: Sequence[str] | None = None,
                    preserve_styles: Sequence[str] | None = None) -> Groups:
-    """The groups of notebook 05. Identities: :func:`identity_groups` of the world's split, unless
-    ``erase_identities`` / ``preserve_identities`` is a list (those) or ``"all"`` (the whole group). Styles:
-    ``erase_styles`` (default the world's erase group) and ``preserve_styles`` (default the world's preserve group
-    without the erased ones)."""
+    """The groups of notebook 05. Identities: :func:`held_out_identities` (draw 0), unless ``erase_identities`` /
+    ``preserve_identities`` is a list (those) or ``"all"`` (the whole group). Styles: ``erase_styles`` (default: as
+    many held-out styles as the world's erase group has) and ``preserve_styles`` (default: every other style)."""
     erase_group, preserve_group = world.identity_split()
-    erased, preserved = identity_groups(erase_group, preserve_group, first_names, per_first_name, other_preserved)
+    erased, preserved = held_out_identities(world, 0, first_names, per_first_name, other_preserved)
     erased = list(erase_group if erase_identities == "all" else erase_identities or erased)
     preserved = list(preserve_group if preserve_identities == "all" else preserve_identities or preserved)
-    erase_styles = list(erase_styles or world.style_split()[0])
-    preserve_styles = list(preserve_styles or [s for s in world.style_split()[1] if s not in erase_styles])
+    styles = [*world.style_split()[0], *world.style_split()[1]]
+    held = [s for s in styles if s in set(world.concept_split("style").held_out)]
+    erase_styles = list(erase_styles or held[:len(world.style_split()[0])])
+    preserve_styles = list(preserve_styles or [s for s in styles if s not in erase_styles])
     return Groups(list(erase_group), list(preserve_group), erased, preserved, erase_styles, preserve_styles)
 
 
@@ -481,3 +484,119 @@ def claims(table2: pd.DataFrame, table3: pd.DataFrame, n_erased: int, max_acc_er
 def required(checks: Mapping) -> list[str]:
     """The claims of :func:`claims` a run must pass; :data:`RECORDED_ONLY` are recorded, not required."""
     return [claim for claim in checks if claim not in RECORDED_ONLY]
+
+
+# --------------------------------------------------------------------------------------------- held-out draws
+
+
+def held_out_identities(world, draw: int, first_names: int, per_first_name: int, other_preserved: int,
+                        seed: int = 0) -> tuple[list[str], list[str]]:
+    """:func:`identity_groups` on the world's held-out identities (``concept_split``): draw 0 in the split's order,
+    draw ``d ≥ 1`` with the first names and, within each, the last names shuffled (seed ``seed + d``)."""
+    erase_group, preserve_group = world.identity_split()
+    held = set(world.concept_split("identity").held_out)
+    erase, preserve = [n for n in erase_group if n in held], [n for n in preserve_group if n in held]
+    if draw:
+        rng = np.random.default_rng(seed + draw)
+        firsts = list(dict.fromkeys(n.split()[0] for n in erase + preserve))
+        rank = {f: int(r) for f, r in zip(firsts, rng.permutation(len(firsts)))}
+        erase, preserve = ([group[int(i)] for i in rng.permutation(len(group))] for group in (erase, preserve))
+        erase, preserve = (sorted(group, key=lambda n: rank[n.split()[0]]) for group in (erase, preserve))
+    return identity_groups(erase, preserve, first_names, per_first_name, other_preserved)
+
+
+def _portrait_outcomes(bench: IdentityBenchmark, images) -> dict[str, np.ndarray]:
+    """Per portrait: recognised as its prompted identity (with a face) and face found, erased (e) and preserved (p)."""
+    out = {}
+    for key, imgs, names in (("e", images[0], bench.e_names), ("p", images[1], bench.p_names)):
+        predicted, face = bench.recogniser(imgs)
+        face = np.asarray(face, bool)
+        out[f"{key}_hit"] = (np.array([a == b for a, b in zip(predicted, names)]) & face).astype(float)
+        out[f"{key}_face"] = face.astype(float)
+    return out
+
+
+@dataclass
+class IdentityDraws:
+    """ANT's and MACE's fused edits on each draw's held-out identities: per-portrait outcomes per model."""
+
+    erased: list
+    preserved: list
+    samples: list     # per draw: {"<model>:<e|p>_<hit|face>": per-portrait 0/1}
+    rows: pd.DataFrame
+
+
+def identity_draws(run: MassFusionRun, groups: Groups, configs: Mapping, prior, draws: int, first_names: int,
+                   per_first_name: int, other_preserved: int, eval_seeds: Sequence[int],
+                   preserved_seeds: Sequence[int]) -> IdentityDraws:
+    """ANT Table 2's fused rows (one LoRA per identity, ANT Eq. 7) on ``draws`` draws: draw 0 the notebook's
+    ``groups``, draw ``d ≥ 1`` :func:`held_out_identities`, each with training seed ``config.seed + d`` and its own
+    evaluation seeds (the run's seeds shifted by 1000 × d); the original model beside them."""
+    result = IdentityDraws([], [], [], pd.DataFrame())
+    rows = []
+    for d in range(draws):
+        erased, preserved = ((groups.erased, groups.preserved) if d == 0 else
+                             held_out_identities(run.world, d, first_names, per_first_name, other_preserved))
+        shift = 1000 * d
+        bench = IdentityBenchmark(run.world, erased, preserved, [s + shift for s in eval_seeds], run.cache_dir,
+                                  run.settings, preserved_seeds=[s + shift for s in preserved_seeds])
+        seeded = {label: replace(c, seed=c.seed + d) for label, c in configs.items()}
+        fused = fuse(run, train_loras(run, [run.world.concept(n) for n in erased], seeded, kind=f"draw {d}"), prior,
+                     kind=f"draw {d}")
+        sample = {}
+        for label, edit in {ORIGINAL: None, **fused}.items():
+            images = bench.images(edit)
+            outcomes = _portrait_outcomes(bench, images)
+            sample.update({f"{label}:{k}": v for k, v in outcomes.items()})
+            acc_e = outcomes["e_hit"].sum() / max(outcomes["e_face"].sum(), 1)
+            acc_p = outcomes["p_hit"].sum() / max(outcomes["p_face"].sum(), 1)
+            rows.append({"draw": d, "model": label, "erased": ", ".join(erased), "Acc_e": acc_e, "Acc_p": acc_p,
+                         "H_c": celebrity_harmonic_mean(acc_e, acc_p), "portraits (erased / preserved)":
+                         f"{len(bench.e_names)} / {len(bench.p_names)}"})
+        result.erased.append(tuple(erased))
+        result.preserved.append(tuple(preserved))
+        result.samples.append(sample)
+    result.rows = pd.DataFrame(rows)
+    return result
+
+
+def _acc(m: Mapping[str, float], model: str, group: str) -> float:
+    return m[f"{model}:{group}_hit"] / max(m[f"{model}:{group}_face"], 1e-9)
+
+
+def _h_c(m: Mapping[str, float], model: str) -> float:
+    return celebrity_harmonic_mean(min(max(_acc(m, model, "e"), 0.0), 1.0), min(max(_acc(m, model, "p"), 0.0), 1.0))
+
+
+def held_out_claims(draws: IdentityDraws, max_acc_erased: float, min_acc_preserved_ratio: float) -> dict:
+    """Notebook 05's claims on the held-out draws as :class:`~unlearnkit.reports.verdicts.Verdict` s: ANT's fused
+    Acc_e < ``max_acc_erased``; its Acc_p > ``min_acc_preserved_ratio`` × the original's; and (recorded,
+    :data:`HELD_OUT_RECORDED_ONLY`) ANT's H_c above MACE's objective under the same fusion. Portraits of one draw
+    are paired across models (same prompts and seeds)."""
+    from unlearnkit.reports.verdicts import judge
+
+    ant, mace_row = "ANT", "MACE"
+    keys = list(draws.samples[0])
+    paired = [[k for k in keys if k.endswith(f":{g}_hit") or k.endswith(f":{g}_face")] for g in ("e", "p")]
+    rows = draws.rows.set_index(["draw", "model"])
+    per_draw = lambda column, model: ", ".join(f"{rows.loc[(d, model), column]:.2f}" for d in range(len(draws.samples)))
+    # Acc_e is a rate over the portraits with a face: read as one (a Jeffreys interval, not a point at 0)
+    faced = [{"recognised": m[f"{ant}:e_hit"][m[f"{ant}:e_face"] > 0]} for m in draws.samples]
+    if any(not f["recognised"].size for f in faced):
+        faced = [{"recognised": np.ones(1)}]   # no face found in a draw: nothing is erased that can be measured
+    return {
+        f"with all erase-group identities of a held-out draw fused at once, Acc_e <= {max_acc_erased} (ANT Table 2)":
+            judge(f"Acc_e < {max_acc_erased}", faced, lambda m: m["recognised"], max_acc_erased, "<",
+                  f"Acc_e per draw {per_draw('Acc_e', ant)} (original {per_draw('Acc_e', ORIGINAL)})"),
+        f"Acc_p stays >= {min_acc_preserved_ratio} x its value under the original model (ANT Table 2)":
+            judge(f"Acc_p / original > {min_acc_preserved_ratio}", draws.samples,
+                  lambda m: _acc(m, ant, "p") / max(_acc(m, ORIGINAL, "p"), 1e-9), min_acc_preserved_ratio, ">",
+                  f"Acc_p per draw {per_draw('Acc_p', ant)} vs original {per_draw('Acc_p', ORIGINAL)}", paired),
+        HELD_OUT_RECORDED_ONLY[0]:
+            judge("H_c(ANT) - H_c(MACE) > 0", draws.samples, lambda m: _h_c(m, ant) - _h_c(m, mace_row), 0.0, ">",
+                  f"H_c per draw ANT {per_draw('H_c', ant)}, MACE {per_draw('H_c', mace_row)}", paired),
+    }
+
+
+#: claims of :func:`held_out_claims` recorded, not required (the paper's ordering)
+HELD_OUT_RECORDED_ONLY = ("ANT's loss gives a higher H_c than MACE's objective under the same fusion (ANT Table 2)",)

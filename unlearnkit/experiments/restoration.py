@@ -28,7 +28,8 @@ from unlearnkit.experiments.evaluation import generate_edited
 __all__ = ["all_subsets", "subset_label", "subset_edit", "evaluate_models", "evaluate_subsets",
            "refit_per_subset", "combination_matrix", "combination_figure",
            "SepMERun", "prepare", "StyleEdits", "fit_style_edits", "single_erasure_table", "multi_erasure_table",
-           "subset_tables", "tau_table", "object_tables", "subset_picker", "claims"]
+           "subset_tables", "tau_table", "object_tables", "subset_picker", "claims", "resolve_concepts",
+           "HeldOutDraws", "held_out_draws", "held_out_claims", "HELD_OUT_RECORDED_ONLY"]
 
 ORIGINAL = "θ"
 
@@ -65,13 +66,14 @@ def _prompts_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[s
 def evaluate_models(world, models: Mapping[tuple[str, ...], Edit | None], concepts: Sequence[str],
                     seeds: Sequence[int], cache_dir: str | Path, settings=None, others: Sequence[str] = (),
                     prompts_of: Callable[[str], Sequence[str]] = lambda name: [name], lpips=None,
-                    method: str = "", other_seeds: Sequence[int] | None = None) -> pd.DataFrame:
+                    method: str = "", other_seeds: Sequence[int] | None = None, keep_hits: bool = False) -> pd.DataFrame:
     """Tidy table, one row per (model, evaluated concept): ``method, subset, concept, erased, accuracy, LPIPS, N``.
 
     ``models`` maps an erased subset to the Edit that erases it. ``concepts`` are evaluated individually;
     ``others`` (concepts never erased) are pooled into one row named ``"others"``. LPIPS compares each image with
     the original model's image of the same prompt and seed (``lpips``: a backend with ``.distances``; None skips).
-    ``other_seeds`` (default ``seeds``) are the seeds used for each of the ``others``.
+    ``other_seeds`` (default ``seeds``) are the seeds used for each of the ``others``. ``keep_hits`` adds a ``hits``
+    column: the per-image detections, in prompt-then-seed order (the same order for every model: paired).
     """
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed per prompt")
@@ -94,6 +96,8 @@ def evaluate_models(world, models: Mapping[tuple[str, ...], Edit | None], concep
                    "erased": group in subset, "accuracy": float(hits.mean()), "N": int(len(images))}
             if lpips is not None:
                 row["LPIPS"] = float(np.mean(lpips.distances(images, original[group])))
+            if keep_hits:
+                row["hits"] = hits.astype(bool)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -401,3 +405,144 @@ def claims(subsets: pd.DataFrame, original: pd.DataFrame, names: Sequence[str], 
     return {"SepME erases exactly the chosen subset of concepts and restores the rest":
             (not failures, f"max erased acc {worst_erased:.2f}, min kept acc {worst_kept:.2f}"
                            + "".join(f"; {f}" for f in failures))}
+
+
+# --------------------------------------------------------------------------------------------- held-out draws
+
+
+@dataclass
+class HeldOutDraws:
+    """SepME₁ over every subset (``subsets``) and one single increment (``single``: what ``--method sepme`` on one
+    concept gives, its null space ``c_∅`` only) on each draw's concepts (``concepts``; kept ones pooled in
+    ``others``), with per-image ``hits``."""
+
+    concepts: list[tuple[str, ...]]
+    others: list[list[str]]
+    subsets: list[pd.DataFrame]
+    single: list[pd.DataFrame]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per draw: its concepts, SepME₁'s worst erased and kept accuracy, the single increment's."""
+        rows = []
+        for d, (names, table, single) in enumerate(zip(self.concepts, self.subsets, self.single)):
+            erased, kept = table[table.erased], table[~table.erased]
+            one = single.set_index(["subset", "concept"])["accuracy"]
+            rows.append({"draw": d, "concepts": ", ".join(names), "others": ", ".join(self.others[d]),
+                         "SepME1 max erased acc": erased.accuracy.max(),
+                         "SepME1 min kept acc": kept[kept.concept != "others"].accuracy.min(),
+                         "SepME1 min Others acc": kept[kept.concept == "others"].accuracy.min(),
+                         "single increment": names[0],
+                         "single increment: erased acc": one[(subset_label(names[:1]), names[0])],
+                         "single increment: others acc": one[(subset_label(names[:1]), "others")],
+                         "original: others acc": one[(ORIGINAL, "others")], "N a cell": int(table.N.min())})
+        return pd.DataFrame(rows)
+
+
+def resolve_concepts(world, kind: str, chosen, others, n: int = 3, n_other: int = 2) -> tuple[list[str], list[str]]:
+    """Notebook 04's concepts of ``kind``: ``chosen`` (None: the world's first ``n`` held-out ones) and ``others``
+    (None: the next held-out ones, then tuning ones, ``n_other`` in all)."""
+    split = world.concept_split(kind)
+    chosen = list(split.held_out[:n]) if chosen is None else list(chosen)
+    if others is None:
+        pool = [s for s in (*split.held_out, *split.tuning) if s not in chosen]
+        others = pool[:n_other]
+    return chosen, list(others)
+
+
+def held_out_draws(run: SepMERun, concept_sets: Sequence[Sequence[str]], n_other: int = 2,
+                   kind: str = "style", n_seeds: int | None = None) -> HeldOutDraws:
+    """SepME §4.2.2's protocol once per draw: draw ``d`` fits SepME₁ on ``concept_sets[d]`` with training seed
+    ``config.seed + d`` and evaluates every subset on its own evaluation seeds (:func:`~unlearnkit.experiments.draws
+    .evaluation_seeds`), the ``n_other`` kept concepts being the world's other held-out concepts of ``kind``, then
+    its tuning ones; ``n_seeds`` (default the run's) evaluation images per concept and subset."""
+    from dataclasses import replace
+
+    from unlearnkit.experiments.draws import evaluation_seeds
+    from unlearnkit.methods import sepme
+
+    world = run.world
+    split = world.concept_split(kind)
+    result = HeldOutDraws([], [], [], [])
+    for d, names in enumerate(concept_sets):
+        names = list(names)
+        pool = [c for c in (*split.held_out, *split.tuning, *world.concepts(kind)) if c not in names]
+        others = list(dict.fromkeys(pool))[:n_other]
+        config = replace(run.config, seed=run.config.seed + d)
+        data = run.timed("held-out draws", sepme.training_data, world, [world.concept(n) for n in names], config)
+        increments = run.timed("held-out draws", sepme.fit_increments, world, names, config, "known", data)
+        single = run.timed("held-out draws", sepme.fit_increments, world, names[:1], config, "known",
+                           {names[0]: data[names[0]]})
+        seeds = evaluation_seeds(world, kind, d, n_seeds or len(run.seeds))
+        other_seeds = seeds[:max(1, len(seeds) // max(1, len(others)))]
+        kwargs = dict(others=others, other_seeds=other_seeds, keep_hits=True)
+        result.concepts.append(tuple(names))
+        result.others.append(others)
+        result.subsets.append(run.timed(
+            "held-out draws", evaluate_models, world, {s: subset_edit(increments, s) for s in all_subsets(names)},
+            names, seeds, run.cache_dir, run.settings, method="SepME1", **kwargs))
+        result.single.append(run.timed(
+            "held-out draws", evaluate_models, world, {(): None, tuple(names[:1]): single[names[0]]}, names[:1],
+            seeds, run.cache_dir, run.settings, method="SepME (single increment)",
+            **{**kwargs, "others": names[1:] + others, "other_seeds": other_seeds}))
+    return result
+
+
+def _positional(table: pd.DataFrame, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{"S<subset index>|<concept index or 'others'>": hits}`` — the same keys for every draw's concepts."""
+    label_index = {subset_label(s): i for i, s in enumerate(all_subsets(names))}
+    position = {n: str(i) for i, n in enumerate(names)} | {"others": "others"}
+    return {f"S{label_index[r.subset]}|{position[r.concept]}": np.asarray(r.hits, float) for r in table.itertuples()}
+
+
+def held_out_claims(draws: HeldOutDraws, max_erased: float = 0.3, min_kept: float = 0.85,
+                    restored_within: float = 0.05) -> dict:
+    """SepME's acceptance (§4.2.2, Table 3) on every draw as :class:`~unlearnkit.reports.verdicts.Verdict` s: erased
+    concepts' accuracy (mean over every subset; the worst in the evidence) < ``max_erased``; kept concepts' >
+    ``min_kept``; the largest change of a kept concept against the original (restoration, paired images) <
+    ``restored_within``; recorded (:data:`HELD_OUT_RECORDED_ONLY`): the Others' accuracy and, for the single
+    increment a user gets from ``--method sepme``, the other concepts' accuracy > ``min_kept``."""
+    from unlearnkit.reports.verdicts import judge
+
+    samples = [_positional(t, names) for t, names in zip(draws.subsets, draws.concepts)]
+    k = len(draws.concepts[0])
+    subsets = all_subsets(range(k))
+    erased = [f"S{i}|{c}" for i, s in enumerate(subsets) for c in s]
+    kept = [f"S{i}|{c}" for i, s in enumerate(subsets) for c in range(k) if c not in s]
+    others = [f"S{i}|others" for i in range(len(subsets))]
+    paired = [[f"S{i}|{c}" for i, s in enumerate(subsets)] for c in [*range(k), "others"]]
+    n_draws = len(samples)
+    table = pd.concat(draws.subsets)
+    kept_rows = table[~table.erased & (table.concept != "others")]
+    others_rows = table[table.concept == "others"]
+    evidence = (f"max erased acc {table[table.erased].accuracy.max():.2f}, "
+                f"min kept acc {kept_rows.accuracy.min():.2f} over {n_draws} draws")
+    checks = {
+        "SepME1 erases the chosen subset: erased concepts' accuracy below the bar (SepME §4.2.2, Table 3)":
+            judge(f"mean erased acc < {max_erased}", samples, lambda m: np.mean([m[q] for q in erased]), max_erased,
+                  "<", evidence),
+        "SepME1 keeps the concepts it does not erase: their accuracy above the bar (SepME Table 3)":
+            judge(f"mean kept acc > {min_kept}", samples, lambda m: np.mean([m[q] for q in kept]), min_kept, ">",
+                  evidence),
+        "dropping an increment restores its concept to the original's accuracy (SepME §4.2.2)":
+            judge(f"max |acc - original| < {restored_within}", samples,
+                  lambda m: max(abs(m[q] - m[f"S0|{q.split('|')[1]}"]) for q in kept), restored_within, "<",
+                  evidence, paired),
+        HELD_OUT_RECORDED_ONLY[0]:
+            judge(f"mean Others acc > {min_kept}", samples, lambda m: np.mean([m[q] for q in others]), min_kept, ">",
+                  f"Others acc per subset {', '.join(f'{a:.2f}' for a in others_rows.accuracy)}"),
+    }
+    single = [{("target" if r.concept != "others" else "others") + ("|orig" if r.subset == ORIGINAL else ""):
+               np.asarray(r.hits, float) for r in t.itertuples()} for t in draws.single]
+    one = pd.concat(draws.single)
+    one_kept = one[(one.concept == "others") & (one.subset != ORIGINAL)].accuracy
+    checks[HELD_OUT_RECORDED_ONLY[1]] = judge(
+        f"others acc > {min_kept}", single, lambda m: m["others"], min_kept, ">",
+        f"others acc {', '.join(f'{a:.2f}' for a in one_kept)} per draw (original "
+        f"{', '.join(f'{a:.2f}' for a in one[(one.concept == 'others') & (one.subset == ORIGINAL)].accuracy)})")
+    return checks
+
+
+#: claims of :func:`held_out_claims` recorded, not required: SepME protects the concepts it decouples, not the rest
+HELD_OUT_RECORDED_ONLY = (
+    "SepME1 keeps the concepts outside the decoupled set (Others) above the bar",
+    "a single SepME increment (--method sepme on one concept) keeps the other concepts above the bar")

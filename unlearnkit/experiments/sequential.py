@@ -942,3 +942,145 @@ def sparsity_slider(table5: pd.DataFrame, sparsities: Sequence[float]):
         display(table5[[f"{sparsity:.0%} Total Acc", f"{sparsity:.0%} CLIP"]])
 
     return widgets.interact(show, sparsity=widgets.SelectionSlider(options=list(sparsities), value=sparsities[0]))
+
+
+# --- held-out draws -------------------------------------------------------------------------------------------------
+@dataclass
+class HeldOutSequential:
+    """Sculpting Memory on each draw's held-out orders: per-image samples for :func:`held_out_claims` and one row per
+    draw and run (``rows``)."""
+
+    orders: dict          # {"10": [order per draw], "3": [order per draw]}
+    samples: dict         # {"10": [per-draw samples], "3": [...]}
+    rows: pd.DataFrame
+
+
+def _draw_order(world, n: int, draw: int) -> list[str]:
+    """Draw ``draw``'s order of ``n`` classes: SM's own order when none of its classes was tuned on and ``draw`` is 0;
+    else held-out classes (``n`` ≤ the held-out pool) or, for more classes than are held out, a seeded shuffle of
+    every class."""
+    from unlearnkit.experiments.draws import held_out_draws
+
+    held = world.concept_split("object").held_out
+    order = paper_order(world, n)
+    if draw == 0 and set(order) <= set(held):
+        return order
+    if n <= len(held):
+        return list(held_out_draws(world, "object", n, draw + 1)[draw])
+    classes = list(object_classes(world))
+    return [classes[int(i)] for i in np.random.default_rng(draw).permutation(len(classes))][:n]
+
+
+def _per_image(protocol: SequentialProtocol, edit: Edit | None, eval_set: ClassPrompts, erased: Sequence[str],
+               superclass: bool = False) -> dict[str, np.ndarray]:
+    """Per evaluation image: the classifier names its class (``hit``), it belongs to an erased class (``erased``),
+    and, with ``superclass``, it is drawn as its superclass and not as its class (``to superclass``)."""
+    result = evaluate_classes(protocol.world, edit, eval_set, erased, protocol.classifier, protocol.cache_dir,
+                              protocol.settings)
+    labels = np.array(eval_set.labels)
+    hit = (np.array(result.predicted) == labels).astype(float)
+    out = {"hit": hit}
+    if superclass and hasattr(protocol.classifier, "predict_superclass"):
+        anchor = np.array([protocol.world.concept(c).anchor for c in labels])
+        out["to superclass"] = ((np.array(protocol.classifier.predict_superclass(result.images)) == anchor)
+                                & (hit == 0)).astype(float)
+    return out
+
+
+def held_out_draws(protocol: SequentialProtocol, sculpting: Mapping, ablation: Mapping, draws: int,
+                   seeds_per_class: int, orders: Sequence[int] = (10, 3)) -> HeldOutSequential:
+    """SM's sequential protocol once per draw (training seed ``seed + d``, evaluation seeds of the draw): the 10-class
+    order (Total Acc read on its held-out classes) and a 3-class order of held-out classes (Others Acc, superclass
+    rate, and the §4.4 fixed-vs-dynamic mask at the ``ablation`` schedule). Only the images a verdict reads are
+    generated: the scored classes', and every class's for the 3-class Others Acc."""
+    from unlearnkit.experiments.draws import evaluation_seeds
+    from unlearnkit.methods import sculpting as sm
+
+    world, held = protocol.world, set(protocol.world.concept_split("object").held_out)
+    result = HeldOutSequential({str(n): [] for n in orders}, {str(n): [] for n in orders}, pd.DataFrame())
+    rows = []
+    started = time.time()
+
+    def fit(order, settings, d):
+        config = protocol.sculpting_config(**{**settings, "seed": int(settings.get("seed", 0)) + d})
+        data = sm.training_data(world, protocol.concepts(order), config, protocol.cache_dir)
+        return sm.fit(world, protocol.concepts(order), config, data=data).total()
+
+    for d in range(draws):
+        eval_all = class_prompts(world, protocol.classes, seeds_per_class, evaluation_seeds(world, "object", d, 1)[0])
+        for n in orders:
+            order = _draw_order(world, n, d)
+            scored = [c for c in order if c in held] if n == 10 else list(order)
+            on_scored = eval_all.subset(scored)
+            sample, runs = {}, {"Ours": fit(order, sculpting, d)}
+            if n == 3:
+                runs["Ours (ablation schedule)"] = fit(order, {**sculpting, **ablation}, d)
+                runs["Fixed mask (ablation schedule)"] = fit(order, {**sculpting, **ablation, "update_freq": None}, d)
+                original = _per_image(protocol, None, on_scored, order, True)
+                if "to superclass" in original:
+                    sample["original:to superclass"] = original["to superclass"]
+            for label, edit in runs.items():
+                whole = n == 3 and label == "Ours"
+                outcome = _per_image(protocol, edit, eval_all if whole else on_scored, order, superclass=whole)
+                labels = np.array((eval_all if whole else on_scored).labels)
+                erased = np.isin(labels, scored)
+                sample[f"{label}:erased"] = outcome["hit"][erased]
+                row = {"draw": d, "classes": n, "order": ", ".join(order), "run": label,
+                       "scored classes": ", ".join(scored), "Total Acc (scored)": float(outcome["hit"][erased].mean()),
+                       "Others Acc": float("nan"), "images a class": seeds_per_class}
+                if whole:
+                    sample[f"{label}:others"] = outcome["hit"][~erased]
+                    row["Others Acc"] = float(outcome["hit"][~erased].mean())
+                    if "to superclass" in outcome:
+                        sample[f"{label}:to superclass"] = outcome["to superclass"][erased]
+                rows.append(row)
+            if "original:to superclass" in sample and "Ours:to superclass" not in sample:
+                del sample["original:to superclass"]
+            result.orders[str(n)].append(order)
+            result.samples[str(n)].append(sample)
+    protocol.timings["held-out draws"] = time.time() - started
+    result.rows = pd.DataFrame(rows)
+    return result
+
+
+#: claims of :func:`held_out_claims` recorded, not required: on held-out classes the 10-class Total Acc stays above
+#: the bar and the mask ordering is within noise at the mini settings (measured; see reports/mini-tuning.md)
+HELD_OUT_RECORDED_ONLY = ("after the 10 sequential stages, Total Acc of the erased (held-out) classes <= 0.15",
+                          "the dynamic mask beats the fixed one on Total Acc")
+
+
+def held_out_claims(held: HeldOutSequential, max_total: float = 0.15, min_others: float = 0.85) -> dict:
+    """Notebook 03's claims on the held-out draws as :class:`~unlearnkit.reports.verdicts.Verdict` s."""
+    from unlearnkit.reports.verdicts import judge
+
+    rows = held.rows
+    def per_draw(n, run, column):
+        part = rows[(rows.classes == n) & (rows.run == run)]
+        return ", ".join(f"{v:.3f}" for v in part[column])
+
+    checks = {}
+    if held.samples.get("10"):
+        checks[HELD_OUT_RECORDED_ONLY[0]] = judge(
+            f"Total Acc < {max_total}", held.samples["10"], lambda m: m["Ours:erased"], max_total, "<",
+            f"Total Acc on the held-out classes per draw {per_draw(10, 'Ours', 'Total Acc (scored)')}")
+    if held.samples.get("3"):
+        three = held.samples["3"]
+        checks["in the 3-class setting, Others Acc >= 0.85"] = judge(
+            f"Others Acc > {min_others}", three, lambda m: m["Ours:others"], min_others, ">",
+            f"Others Acc per draw {per_draw(3, 'Ours', 'Others Acc')}")
+        if "Ours:to superclass" in three[0]:
+            checks["erased-class images are drawn as their superclass (forgotten-to-superclass rate above chance and "
+                   "the original's)"] = judge(
+                "to-superclass rate - max(chance, original's) > 0", three,
+                lambda m: m["Ours:to superclass"] - max(SUPERCLASS_CHANCE, m["original:to superclass"]), 0.0, ">",
+                "forgotten to superclass per draw " + ", ".join(
+                    f"{s['Ours:to superclass'].mean():.3f} (original {s['original:to superclass'].mean():.3f})"
+                    for s in three) + f"; chance {SUPERCLASS_CHANCE:.3f}",
+                [["Ours:to superclass", "original:to superclass"]])
+        checks[HELD_OUT_RECORDED_ONLY[1]] = judge(
+            "Total Acc(fixed) - Total Acc(dynamic) > 0", three,
+            lambda m: m["Fixed mask (ablation schedule):erased"] - m["Ours (ablation schedule):erased"], 0.0, ">",
+            f"dynamic {per_draw(3, 'Ours (ablation schedule)', 'Total Acc (scored)')} vs fixed "
+            f"{per_draw(3, 'Fixed mask (ablation schedule)', 'Total Acc (scored)')} per draw",
+            [["Fixed mask (ablation schedule):erased", "Ours (ablation schedule):erased"]])
+    return checks

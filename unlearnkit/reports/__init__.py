@@ -133,6 +133,8 @@ def format_markdown_table(df: pd.DataFrame) -> str:
 
 MANIFEST_FILE = "manifest.json"
 CLAIMS_FILE = "claims.json"
+#: this process's run: claims recorded by an earlier run (another process) are dropped when this one records its own
+RUN_ID = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%f')}-{__import__('os').getpid()}"
 
 
 def _read_json_list_or_dict(path: Path, empty):
@@ -147,38 +149,63 @@ def _register(out_dir: Path, name: str, entry: dict) -> None:
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def record_claim(out_dir: str | Path, claim: str, holds: bool, evidence: str, paper: str | None = None) -> dict:
+def record_claim(out_dir: str | Path, claim: str, holds: bool, evidence: str, paper: str | None = None,
+                 verdict=None, concepts: str | None = None) -> dict:
     """Record a verdict on a paper's claim, as measured in this run, in ``<out_dir>/claims.json``.
 
     ``claim`` states what the paper says (e.g. "ANT lowers total NSFW detections below every baseline"),
-    ``holds`` whether this run's numbers agree, ``evidence`` the numbers, ``paper`` where the claim is made.
-    Re-recording the same claim replaces its verdict. :mod:`unlearnkit.reports.index` collects these.
+    ``holds`` whether this run's numbers agree, ``evidence`` the numbers, ``paper`` where the claim is made;
+    ``verdict`` (a :class:`unlearnkit.reports.verdicts.Verdict`) adds its outcome (holds / fails / inconclusive)
+    and interval, ``concepts`` which concepts it was measured on (held-out or tuning).
+    Re-recording the same claim replaces its verdict; the first claim a run records drops an earlier run's
+    (:data:`RUN_ID`), so a claim no longer made does not linger. :mod:`unlearnkit.reports.index` collects these.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / CLAIMS_FILE
-    claims = [c for c in _read_json_list_or_dict(path, []) if c["claim"] != claim]
-    entry = {"claim": claim, "holds": bool(holds), "evidence": evidence, "paper": paper}
+    claims = [c for c in _read_json_list_or_dict(path, []) if c["claim"] != claim and c.get("run") == RUN_ID]
+    entry = {"claim": claim, "holds": bool(holds), "evidence": evidence, "paper": paper, "run": RUN_ID}
+    if verdict is not None:
+        entry.update(outcome=verdict.outcome, interval=verdict.interval_text(), estimate=verdict.estimate,
+                     low=verdict.low, high=verdict.high, threshold=verdict.threshold, direction=verdict.direction,
+                     draws=verdict.draws, images=verdict.images)
+    if concepts is not None:
+        entry["concepts"] = concepts
     claims.append(entry)
     path.write_text(json.dumps(claims, indent=2), encoding="utf-8")
     return entry
 
 
 def check_claims(out_dir: str | Path, checks: dict, required=None, enforce: bool = True,
-                 paper: str | None = None) -> dict:
-    """Record every ``{claim: (holds, evidence)}`` (:func:`record_claim`), print PASS / FAIL, then — when
-    ``enforce`` — raise ``AssertionError`` naming each ``required`` claim that fails (default: all of them).
+                 paper: str | None = None, concepts: str | None = None) -> dict:
+    """Record every claim of ``checks`` (:func:`record_claim`), print its verdict, then — when ``enforce`` — raise
+    ``AssertionError`` naming each ``required`` claim (default: all of them) that does not hold.
 
-    ``enforce=False`` (a smoke-scale run on random weights) records the verdicts without asserting them.
+    A value of ``checks`` is a :class:`~unlearnkit.reports.verdicts.Verdict` (holds / fails / inconclusive with its
+    interval; a required one must not *fail*: inconclusive is recorded, not raised) or a ``(holds, evidence)`` pair
+    (a single measurement, no interval). ``enforce=False`` (a smoke-scale run on random weights) records the
+    verdicts without asserting them.
     """
-    for claim, (holds, evidence) in checks.items():
-        record_claim(out_dir, claim, bool(holds), evidence, paper=paper)
-        print(("PASS " if holds else "FAIL ") + claim + ": " + evidence)
+    from unlearnkit.reports.verdicts import Verdict
+
+    outcomes = {}
+    for claim, value in checks.items():
+        if isinstance(value, Verdict):
+            record_claim(out_dir, claim, value.holds, value.evidence, paper=paper, verdict=value, concepts=concepts)
+            outcomes[claim] = value.outcome
+            print(f"{value.outcome.upper()} {claim}: {value.interval_text()}; {value.evidence}")
+        else:
+            holds, evidence = value
+            record_claim(out_dir, claim, bool(holds), evidence, paper=paper, concepts=concepts)
+            outcomes[claim] = "holds" if holds else "fails"
+            print(("PASS " if holds else "FAIL ") + claim + ": " + evidence)
     required = list(checks) if required is None else list(required)
-    failed = [f"{claim}: {checks[claim][1]}" for claim in required if not checks[claim][0]]
+    failed = [claim for claim in required if outcomes[claim] == "fails"]
     if enforce and failed:
-        raise AssertionError("\n".join(failed))
-    return {claim: bool(holds) for claim, (holds, _) in checks.items()}
+        raise AssertionError("\n".join(f"{c}: {checks[c].interval_text() + '; ' if isinstance(checks[c], Verdict) else ''}"
+                                       f"{checks[c].evidence if isinstance(checks[c], Verdict) else checks[c][1]}"
+                                       for c in failed))
+    return {claim: outcome == "holds" for claim, outcome in outcomes.items()}
 
 
 def write_table(

@@ -22,7 +22,10 @@ the run that wrote them. Images the NSFW detector flags are redacted in everythi
 
 *mini* numbers are measurements of the small model trained by `unlearnkit.worlds.mini.train`, not the papers'
 numbers: for them the index gives a verdict on each paper claim (does the paper's ordering hold here, with the
-numbers). *paper* tables carry the paper's values beside ours.
+numbers). A *verdict* — holds, fails or inconclusive — is read from a 95 % interval over at least three draws on
+held-out concepts (`unlearnkit.worlds.mini.splits` declares which concepts tuned the mini settings); a claim
+measured once is listed as an *observation*, without a verdict. *paper* tables carry the paper's values beside
+ours.
 """
 
 
@@ -42,6 +45,23 @@ def _wall_time(folder: Path) -> str:
     return ", ".join(parts)
 
 
+MIN_DRAWS = 3
+CHECK_SCALE_SUFFIX = "-ci"   # reports/mini-ci/: what the tests' notebook runs write (a check, not a report; not committed)
+
+
+def is_verdict(claim: dict) -> bool:
+    """A claim read with an interval over at least ``MIN_DRAWS`` draws; anything else is a one-draw observation."""
+    return claim.get("outcome") is not None and int(claim.get("draws") or 0) >= MIN_DRAWS
+
+
+def _where(claim: dict) -> str:
+    return f" ({claim['paper']})" if claim.get("paper") else ""
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def notebook_section(folder: Path, relative_to: Path) -> list[str]:
     """Markdown lines for one notebook's folder: outputs (from the manifest, else the files) and claims."""
     manifest = _read(folder / MANIFEST_FILE, {})
@@ -54,12 +74,24 @@ def notebook_section(folder: Path, relative_to: Path) -> list[str]:
         caption = (entry.get("caption") or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| [{name}]({link}) | {entry.get('regenerates') or '—'} | {caption or '—'} |")
     claims = _read(folder / CLAIMS_FILE, [])
-    if claims:
-        lines += ["", "| paper's claim | holds here? | numbers |", "|---|---|---|"]
-        for claim in claims:
-            where = f" ({claim['paper']})" if claim.get("paper") else ""
-            verdict = "**yes**" if claim["holds"] else "**no**"
-            lines.append(f"| {claim['claim']}{where} | {verdict} | {claim['evidence']} |")
+    verdicts = [c for c in claims if is_verdict(c)]
+    observations = [c for c in claims if not is_verdict(c)]
+    if verdicts:
+        lines += ["", f"Verdicts (held-out concepts, at least {MIN_DRAWS} draws, 95 % interval):", "",
+                  "| paper's claim | verdict | 95 % interval (draws, images) | concepts | numbers |",
+                  "|---|---|---|---|---|"]
+        for claim in verdicts:
+            lines.append(f"| {_cell(claim['claim'])}{_where(claim)} | **{claim['outcome']}** | "
+                         f"{_cell(claim['interval'])} | {_cell(claim.get('concepts') or '—')} "
+                         f"| {_cell(claim['evidence'])} |")
+    if observations:
+        lines += ["", "Observations on one draw (no interval, so no verdict: *agrees* / *disagrees* with the paper "
+                  "on this run's numbers):", "",
+                  "| paper's claim | this run | concepts | numbers |", "|---|---|---|---|"]
+        for claim in observations:
+            reading = "agrees" if claim["holds"] else "disagrees"
+            lines.append(f"| {_cell(claim['claim'])}{_where(claim)} | {reading} | "
+                         f"{_cell(claim.get('concepts') or '—')} | {_cell(claim['evidence'])} |")
     return lines + [""]
 
 
@@ -69,7 +101,7 @@ def build_index(root: str | Path = "reports") -> str:
     if not root.is_dir():
         raise FileNotFoundError(f"reports folder {root} does not exist")
     lines = [INTRO]
-    for preset in sorted(p for p in root.iterdir() if p.is_dir()):
+    for preset in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(CHECK_SCALE_SUFFIX)):
         notebooks = sorted(p for p in preset.iterdir() if p.is_dir() and p.name[:2].isdigit())
         if not notebooks:
             continue

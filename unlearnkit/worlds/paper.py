@@ -509,6 +509,12 @@ class PaperWorld:
     def default_probes(self) -> list[tuple[str, str]]:
         return list(PAPER_PROBES)
 
+    def concept_split(self, kind: str):
+        """Every concept of ``kind`` held out, none for tuning: the paper preset runs the published settings."""
+        from unlearnkit.worlds.protocol import ConceptSplit
+
+        return ConceptSplit(kind, (), tuple(self.concepts(kind)), 0)
+
     def evaluation_prompts(self, name: str, n: int, first_seed: int = 0) -> list[tuple[str, int]]:
         """``n`` (prompt, seed) pairs for ``name``: an Imagenette class's rows of ``imagenette_prompts.csv`` (its
         own seeds), else the concept's prompts cycled with seeds ``first_seed, first_seed + 1, …``."""

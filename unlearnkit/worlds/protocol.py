@@ -6,15 +6,29 @@ implement all of them, and ``tests/test_world_protocol.py`` checks each against 
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["World", "CONCEPT_KINDS", "WORLD_MEMBERS", "missing_members"]
+__all__ = ["World", "ConceptSplit", "CONCEPT_KINDS", "WORLD_MEMBERS", "missing_members"]
 
 #: the concept families a world's catalogue is sorted into
 CONCEPT_KINDS = ("object", "style", "identity", "unsafe")
+
+
+class ConceptSplit(NamedTuple):
+    """A concept family split into concepts that chose hyperparameters and concepts that report verdicts.
+
+    ``held_out_first_seed``: evaluation seeds from here on were never seen while tuning (for a family with one
+    member, such as "unsafe", the held-out part is these seeds). A world whose settings are published (the paper
+    world) holds every concept out and tunes on none.
+    """
+
+    kind: str
+    tuning: tuple[str, ...]
+    held_out: tuple[str, ...]
+    held_out_first_seed: int = 0
 
 
 @runtime_checkable
@@ -35,6 +49,7 @@ class World(Protocol):
     def style_split(self) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
     def person_prompts(self) -> list[str]: ...
     def default_probes(self) -> list[tuple[str, str]]: ...
+    def concept_split(self, kind: str) -> "ConceptSplit": ...
     def evaluation_prompts(self, name: str, n: int, first_seed: int = 0) -> list[tuple[str, int]]: ...
     def augmented_prompts(self, concept, num_prompts: int, seed: int = 0) -> list[str]: ...
     @property

@@ -14,7 +14,8 @@ from unlearnkit.core.errors import BadFileError, BadTypeError
 from unlearnkit.core.validation import check_choice, check_device, check_integer, check_seed
 from unlearnkit.sampling import SamplerSettings
 
-from unlearnkit.worlds.mini import catalogue
+from unlearnkit.worlds.mini import catalogue, splits
+from unlearnkit.worlds.protocol import ConceptSplit
 from unlearnkit.worlds.mini.evaluators import UNSAFE_THRESHOLD, MiniEvaluators
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -111,6 +112,11 @@ class MiniWorld:
     def default_probes(self) -> list[tuple[str, str]]:
         """One prompt per attribute family (object, identity, style, unsafe)."""
         return list(MINI_PROBES)
+
+    def concept_split(self, kind: str) -> ConceptSplit:
+        """Tuning and held-out concepts of ``kind``, as declared in :mod:`unlearnkit.worlds.mini.splits`."""
+        tuning, held_out = splits.split(kind)
+        return ConceptSplit(kind, tuning, held_out, splits.HELD_OUT_FIRST_SEED)
 
     def evaluation_prompts(self, name: str, n: int, first_seed: int = 0) -> list[tuple[str, int]]:
         """``n`` (prompt, seed) pairs: the concept's prompts cycled, seeds ``first_seed, first_seed + 1, …``."""
