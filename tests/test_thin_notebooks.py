@@ -235,15 +235,17 @@ def test_sepme_prepare_rejects_an_unknown_base_before_any_compute():
 # --- notebook 05 ------------------------------------------------------------------------------------------------
 def test_resolve_groups_defaults_lists_and_all():
     names = [f"{f} {l}" for f in ("anna", "ben", "carl") for l in ("adams", "baker", "clark", "dunn")]
+    held_out = {"identity": names, "style": ("v", "p", "k", "w")}   # every concept held out: the split's order
     world = SimpleNamespace(identity_split=lambda: (names[::2], names[1::2]),
-                            style_split=lambda: (("v", "p"), ("v", "k", "w")))
+                            style_split=lambda: (("v", "p"), ("v", "k", "w")),
+                            concept_split=lambda kind: SimpleNamespace(held_out=held_out[kind]))
     groups = mass_fusion.resolve_groups(world, 2, 1, 1)
     assert groups.erased == ["anna adams", "ben adams"] and groups.preserved[:2] == ["anna baker", "ben baker"]
     assert groups.erase_styles == ["v", "p"] and groups.preserve_styles == ["k", "w"]
     everyone = mass_fusion.resolve_groups(world, 2, 1, 1, erase_identities="all", preserve_identities=["x y"],
                                           erase_styles=["k"])
     assert everyone.erased == names[::2] and everyone.preserved == ["x y"]
-    assert everyone.erase_styles == ["k"] and everyone.preserve_styles == ["v", "w"]
+    assert everyone.erase_styles == ["k"] and everyone.preserve_styles == ["v", "p", "w"]   # every other style
     assert list(groups.frame().columns) == ["erased", "preserved (evaluated)"]
 
 

@@ -245,7 +245,7 @@ def resolve_groups(world, first_names: int, per_first_name: int, other_preserved
     erased, preserved = held_out_identities(world, 0, first_names, per_first_name, other_preserved)
     erased = list(erase_group if erase_identities == "all" else erase_identities or erased)
     preserved = list(preserve_group if preserve_identities == "all" else preserve_identities or preserved)
-    styles = [*world.style_split()[0], *world.style_split()[1]]
+    styles = list(dict.fromkeys([*world.style_split()[0], *world.style_split()[1]]))
     held = [s for s in styles if s in set(world.concept_split("style").held_out)]
     erase_styles = list(erase_styles or held[:len(world.style_split()[0])])
     preserve_styles = list(preserve_styles or [s for s in styles if s not in erase_styles])
@@ -368,6 +368,21 @@ def with_attack_rates(table: pd.DataFrame, attacks: pd.DataFrame, models: Mappin
     if missing.any():
         raise ValueError(f"no attack rates for {list(missing.index[missing])}:\n{joined}")
     return joined
+
+
+def write_attacks(out, run: MassFusionRun, table: pd.DataFrame, attacks: pd.DataFrame | None,
+                  models: Mapping, seed: int) -> pd.DataFrame:
+    """Write ``attacks`` (:func:`attack_table`) as ``table2_attacks`` under ``out`` and return ``table`` with its
+    mean rates (:func:`with_attack_rates`); ``table`` unchanged when nothing was attacked."""
+    from unlearnkit import reports
+
+    if attacks is None:
+        return table
+    reports.write_table(attacks, out, "table2_attacks",
+                        caption=f"Attack success per erased identity: one portrait prompt × seed {seed}; "
+                                f"ring budget {run.attack_config.ring.budget}, soft {run.attack_config.soft.steps} "
+                                f"steps × {run.attack_config.soft.noise_samples} noise draws")
+    return with_attack_rates(table, attacks, models)
 
 
 def style_table(run: MassFusionRun, groups: Groups, fused: Mapping[str, Edit], baselines: Mapping[str, BaselineModel],
@@ -600,3 +615,21 @@ def held_out_claims(draws: IdentityDraws, max_acc_erased: float, min_acc_preserv
 
 #: claims of :func:`held_out_claims` recorded, not required (the paper's ordering)
 HELD_OUT_RECORDED_ONLY = ("ANT's loss gives a higher H_c than MACE's objective under the same fusion (ANT Table 2)",)
+
+
+def check_all_claims(out, held: IdentityDraws, table2: pd.DataFrame, table3: pd.DataFrame, n_erased: int,
+                     max_acc_erased: float, min_acc_preserved_ratio: float, enforce: bool = True) -> dict:
+    """Record notebook 05's claims under ``out``: the held-out verdicts (:func:`held_out_claims`; asserted when
+    ``enforce``, except :data:`HELD_OUT_RECORDED_ONLY`) and, recorded only, the orderings among all the rows of
+    Tables 2–3 on draw 0 (:func:`claims`, one draw, no interval). Returns ``{claim: holds}``."""
+    from unlearnkit import reports
+    from unlearnkit.experiments.draws import describe_draws
+
+    verdicts = held_out_claims(held, max_acc_erased, min_acc_preserved_ratio)
+    outcomes = reports.check_claims(out, verdicts, enforce=enforce, paper="ANT", concepts=describe_draws(held.erased),
+                                    required=[k for k in verdicts if k not in HELD_OUT_RECORDED_ONLY])
+    orderings = {k: v for k, v in claims(table2, table3, n_erased, max_acc_erased, min_acc_preserved_ratio).items()
+                 if k in RECORDED_ONLY[1:]}
+    outcomes.update(reports.check_claims(out, orderings, required=[], paper="ANT",
+                                         concepts="held out: draw 0 only (1 draw, no interval)"))
+    return outcomes
