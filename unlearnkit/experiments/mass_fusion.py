@@ -245,9 +245,10 @@ def resolve_groups(world, first_names: int, per_first_name: int, other_preserved
     erased, preserved = held_out_identities(world, 0, first_names, per_first_name, other_preserved)
     erased = list(erase_group if erase_identities == "all" else erase_identities or erased)
     preserved = list(preserve_group if preserve_identities == "all" else preserve_identities or preserved)
-    styles = list(dict.fromkeys([*world.style_split()[0], *world.style_split()[1]]))
-    held = [s for s in styles if s in set(world.concept_split("style").held_out)]
-    erase_styles = list(erase_styles or held[:len(world.style_split()[0])])
+    style_erase_group, style_preserve_group = world.style_split()
+    styles = list(dict.fromkeys([*style_erase_group, *style_preserve_group]))
+    held_out = set(world.concept_split("style").held_out)
+    erase_styles = list(erase_styles or [s for s in styles if s in held_out][:len(style_erase_group)])
     preserve_styles = list(preserve_styles or [s for s in styles if s not in erase_styles])
     return Groups(list(erase_group), list(preserve_group), erased, preserved, erase_styles, preserve_styles)
 
