@@ -356,6 +356,15 @@ def test_erase_preset_evaluate_and_several_concepts_on_the_mini_world(tmp_path, 
     rows = json.loads((out / "evaluate.json").read_text())["extra"]["rows"]
     assert [r["role"] for r in rows] == ["erased", "kept", "kept", "kept"] and rows[0]["concept"] == "warhol"
     assert all(0 <= r["original detected"] <= 1 and 0 <= r["edited detected"] <= 1 for r in rows)
+    assert json.loads((out / "evaluate.json").read_text())["parameters"]["sampler"]["num_inference_steps"] == 50
+    assert cli.main(["evaluate", str(out / "edit.safetensors"), "--images", "2", "--captions", "2", "--steps", "4",
+                     "--first-seed", "50000", "--kept", "monet", "--out", str(tmp_path / "ev")]) == 0
+    parameters = json.loads((tmp_path / "ev" / "evaluate.json").read_text())["parameters"]
+    assert parameters["sampler"]["num_inference_steps"] == 4 and parameters["first_seed"] == 50000
+    assert parameters["kept"] == ["monet"]
+    for flag in (["--steps", "0"], ["--first-seed", "-1"]):
+        status, stderr = exit_status_and_stderr(["evaluate", str(out / "edit.safetensors"), *flag], capsys)
+        assert status == 2 and flag[0] in stderr
     many = tmp_path / "uce"
     assert cli.main(["erase", "--method", "uce", "--concept", "tench", "--concept", "church", "--preset", "paper",
                      "--out", str(many)]) == 0

@@ -78,6 +78,8 @@ def test_the_paper_preset_runs_the_published_settings_not_the_mini_tuned_ones():
                 f"{stem}: {method} must run its Config defaults (its paper's settings), got {hyperparameters}"
     # every mini-tuned knob of a notebook's parameters cell is overridden by the published value
     assert paper["03_sequential_imagenette"]["sculpting"] == {} and paper["03_sequential_imagenette"]["ablation"] == {}
+    assert paper["03_sequential_imagenette"]["ant_hyperparameters"] == paper["02_single_concept_nsfw"][
+        "method_hyperparameters"]["ant"] == {"saliency": {}}
     assert paper["04_sepme_restoration"]["sepme_base"] == "paper" and not paper["04_sepme_restoration"]["ac_hparams"]
     fusion = paper["05_mass_fusion"]
     mini = _notebook_defaults("05_mass_fusion")
@@ -111,3 +113,15 @@ def test_the_mini_ci_scale_is_what_the_tests_run_and_the_full_scale_resolves_mor
             size = len if isinstance(value, list) else (lambda v: v)
             assert size(full[key]) > size(value), f"{stem}: full {key} {full[key]} does not exceed ci's {value}"
         assert defaults["output_dir"] == f"../reports/mini-ci/{stem}"
+
+
+def test_notebook_03_erases_single_classes_with_the_settings_notebook_02_and_the_cli_use():
+    """ANT on held-out classes runs notebook 02's ANT settings, which are what ``erase --preset mini`` gives."""
+    settings = json.loads((ROOT / "unlearnkit" / "presets" / "erase" / "settings.json").read_text())["mini"]
+    nb02, nb03 = _notebook_defaults("02_single_concept_nsfw"), _notebook_defaults("03_sequential_imagenette")
+    assert nb03["ant_hyperparameters"] == nb02["method_hyperparameters"]["ant"] == settings["ant"]["*"]
+    for method in nb03["single_class_methods"]:
+        if method not in ("ant", "sculpting", "uce"):
+            by_kind = settings[method]
+            preset = {k: v for k, v in by_kind.get("object", by_kind["*"]).items() if k != "sampler"}
+            assert preset == nb03["method_hyperparameters"][method], f"{method}: CLI object preset differs from 03's"

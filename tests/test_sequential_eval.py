@@ -350,3 +350,42 @@ def test_each_baseline_runs_on_the_sm_tables_that_list_it():
     table2 = se.listed_methods(methods, se.paper_values.paper_table("sculpting_memory", 2))
     table9 = se.listed_methods(methods, se.paper_values.paper_table("sculpting_memory", 9))
     assert table2 == ["fmn", "ac", "esd-x", "salun", "mace", "sepme"] and table9 == ["esd-x", "salun", "mace"]
+
+
+def test_single_class_draws_erase_a_different_held_out_class_per_draw_with_its_own_seed(tmp_path, monkeypatch):
+    """One held-out class erased alone per draw, training seed ``seed + d``, measured beside the original on the
+    draw's held-out seeds; a perfect eraser's verdicts hold and a no-op's fail (the maths of the claims)."""
+    from unlearnkit import methods as erasers
+    from unlearnkit.worlds.mini import splits
+    from unlearnkit.worlds.protocol import ConceptSplit
+
+    protocol = _protocol(tmp_path)
+    split = ConceptSplit("object", *splits.split("object"), splits.HELD_OUT_FIRST_SEED)
+    protocol.world.concept_split = lambda kind: split
+    protocol.world.evaluation_prompts = lambda name, n, first_seed=0: [(name, first_seed + k) for k in range(n)]
+    fitted = []
+
+    def fake_erase(name, world, concept, **hyperparameters):
+        fitted.append((name, concept.name, hyperparameters.get("seed")))
+        return Erasure([Edit({}, name=f"{name}:{concept.name}")])
+
+    def fake_per_image(protocol, edit, eval_set, erased, superclass=False):
+        labels = np.array(eval_set.labels)
+        assert eval_set.seeds[0] >= split.held_out_first_seed        # evaluated at held-out seeds only
+        if edit is None or edit.name.startswith("uce"):               # "uce" plays a no-op eraser here
+            return {"hit": np.ones(len(labels))}
+        return {"hit": (labels != erased[0]).astype(float)}           # forgets its class, keeps every other
+
+    monkeypatch.setattr(erasers, "erase", fake_erase)
+    monkeypatch.setattr(se, "_per_image", fake_per_image)
+    single = se.single_class_draws(protocol, {"esd-x": {"iterations": 1, "seed": 7}, "uce": {}}, draws=3,
+                                   seeds_per_class=16)
+    assert len(set(single.classes)) == 3 and set(single.classes) <= set(split.held_out)
+    assert [f for f in fitted if f[0] == "esd-x"] == [("esd-x", c, 7 + d) for d, c in enumerate(single.classes)]
+    assert all(seed is None for name, _, seed in fitted if name == "uce")    # UCE's Config has no seed to move
+    rows = single.rows.set_index(["draw", "model"])
+    assert rows.loc[(0, "original"), "erased acc"] == 1.0 and rows.loc[(0, "ESD-x"), "erased acc"] == 0.0
+    assert rows.loc[(2, "ESD-x"), "others acc"] == 1.0 and len(single.samples["esd-x"][0]["others"]) == 9 * 16
+    outcomes = {claim: v.outcome for claim, v in se.single_class_claims(single).items()}
+    assert [o for c, o in outcomes.items() if c.startswith("ESD-x")] == ["holds", "holds"]
+    assert [o for c, o in outcomes.items() if c.startswith("UCE")] == ["fails", "holds"]

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -717,9 +718,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     edit_path = Path(args.edit)
     if not edit_path.is_file() or edit_path.suffix != ".safetensors":
         raise UsageError(f"EDIT {args.edit}: expected an existing .safetensors file written by `unlearnkit erase`")
-    for flag, value in (("--images", args.images), ("--captions", args.captions)):
-        if value < 1:
+    for flag, value in (("--images", args.images), ("--captions", args.captions), ("--steps", args.steps)):
+        if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive integer")
+    if not 0 <= args.first_seed < 2 ** 32 - args.images:
+        raise UsageError(f"--first-seed {args.first_seed}: must be in [0, 2**32 - --images)")
     check_model_argument(args.model)
     erased = list(args.concept or [])
     record_file = edit_path.with_name("erase.json")
@@ -744,21 +747,22 @@ def evaluate_command(args: argparse.Namespace) -> int:
     world = load_world_for(args.model, args.device)
     edit.check_against(world.pipe.unet)
     kept = list(args.kept or [n for n in world.concepts(kinds[0]) if n not in erased][:3])
+    sampler = world.sampler if args.steps is None else replace(world.sampler, num_inference_steps=args.steps)
     rows = []
     for role, names in (("erased", erased), ("kept", kept)):
         for name in tqdm(names, desc=f"{role} concepts"):
-            pairs = world.evaluation_prompts(name, args.images, EVALUATION_SEED)
+            pairs = world.evaluation_prompts(name, args.images, args.first_seed)
             prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
             row = {"concept": name, "role": role}
             for model, model_edit in (("original", None), ("edited", edit)):
-                images = generate_edited(world, model_edit, prompts, seeds, cache, world.sampler)
+                images = generate_edited(world, model_edit, prompts, seeds, cache, sampler)
                 row[f"{model} detected"] = float(world.detect(name, images).mean())
             rows.append(row)
     captions = world.coco_prompts(args.captions)
     scorer = world.clip_scorer()
     clip = {}
     for model, model_edit in tqdm((("original", None), ("edited", edit)), desc="generic captions"):
-        images = generate_edited(world, model_edit, captions.prompt, captions.seed, cache, world.sampler)
+        images = generate_edited(world, model_edit, captions.prompt, captions.seed, cache, sampler)
         clip[model] = mean_clip_score(images, list(captions.prompt), scorer)["CLIP"]
     table = pd.DataFrame(rows)
     summary = {"CLIP original": clip["original"], "CLIP edited": clip["edited"], "‖Δθ‖₁ / tensor": edit.norm_p(1),
@@ -768,7 +772,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     table.to_csv(out / "evaluate.csv", index=False)
     record = provenance({"edit": str(edit_path), "model": args.model, "erased": erased, "kept": kept,
                          "images_per_concept": args.images, "captions": args.captions,
-                         "sampler": world.sampler.as_dict()},
+                         "first_seed": args.first_seed, "sampler": sampler.as_dict()},
                         extra={"rows": rows, **summary, "world": world.describe()})
     (out / "evaluate.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(f"wrote {out / 'evaluate.csv'} and {out / 'evaluate.json'}")
@@ -789,6 +793,11 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=MINI_MODEL, help="the model the edit was made on: 'mini' or a diffusers folder")
     parser.add_argument("--images", type=int, default=16, help="images per concept (default 16)")
     parser.add_argument("--captions", type=int, default=32, help="generic captions for CLIP (default 32)")
+    parser.add_argument("--steps", type=int, help="DDIM steps of the evaluation sampler (default: the world's; the "
+                                                  "mini notebooks evaluate objects and styles at 10)")
+    parser.add_argument("--first-seed", type=int, default=EVALUATION_SEED,
+                        help=f"first evaluation seed (default {EVALUATION_SEED}; the mini world's held-out seeds "
+                             f"start at 50000)")
     parser.add_argument("--out", help="where to write evaluate.csv / evaluate.json (default: the edit's folder)")
     parser.add_argument("--cache-dir", help="generated-image cache (default: OUT/.generations)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")

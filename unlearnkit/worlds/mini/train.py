@@ -83,8 +83,15 @@ def reconstruct(vae, means: torch.Tensor, batch: int = 512) -> torch.Tensor:
     return ((torch.cat(out) + 1) / 2).clamp(0, 1)
 
 
+_BLUR = torch.tensor([1.0, 2.0, 1.0])
+_BLUR = (_BLUR[:, None] * _BLUR[None, :] / 16).expand(3, 1, 3, 3).contiguous()
+
+
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Light noise and brightness jitter so evaluators transfer from drawn to generated images."""
+    """Softening, light noise and brightness jitter so evaluators transfer from drawn to generated images (which
+    are softer than the VAE's reconstructions of drawn ones)."""
+    soft = torch.rand((x.shape[0], 1, 1, 1), generator=g)
+    x = torch.lerp(x, F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), _BLUR, groups=3), soft)
     x = x + 0.03 * torch.randn(x.shape, generator=g) * torch.rand((x.shape[0], 1, 1, 1), generator=g)
     x = x + 0.04 * (torch.rand((x.shape[0], 1, 1, 1), generator=g) - 0.5)
     return x.clamp(0, 1)

@@ -1,0 +1,149 @@
+"""Does the command line give what the notebooks report? Each held-out concept erased with ``unlearnkit erase
+--preset mini`` and measured with ``unlearnkit evaluate`` at its notebook's sampler and held-out seeds, beside the
+95 % interval of that notebook's verdict on the same quantity (issue #19's acceptance).
+
+    python -m unlearnkit.experiments.cli_acceptance [--reports reports/mini] [--images 16] [--only object]
+
+It runs the commands a user types (in this process, through :func:`unlearnkit.cli.main`) and writes
+``<reports>/cli_acceptance/cli_acceptance.{md,csv}``: one row per concept and quantity, *within* when the command
+line's value lies in the notebook's interval. A single concept at ``--images`` images is noisier than a mean over
+draws, so a value just outside an interval is a finding to read, not a failed build.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from unlearnkit.core.errors import UnlearnkitError
+
+__all__ = ["Check", "CHECKS", "notebook_interval", "compare", "run_checks", "main"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One family: erase its held-out concepts with ``method`` and compare with ``notebook``'s verdicts —
+    ``erased_claim`` (the erased concept's accuracy), ``kept_claim`` (the kept concepts' accuracy, or with
+    ``kept_ratio`` its ratio to the original's); ``steps`` is the notebook's evaluation sampler, ``concepts`` how
+    many held-out concepts to erase, ``kept`` how many other held-out concepts to measure (``None``: all)."""
+
+    kind: str
+    method: str
+    notebook: str
+    steps: int
+    erased_claim: str | None
+    kept_claim: str | None
+    kept_ratio: bool = False
+    concepts: int = 4
+    kept: int | None = None
+
+
+CHECKS = (
+    Check("object", "ant", "03_sequential_imagenette", 10,
+          "ANT erases a held-out class alone: its accuracy < 0.15",
+          "ANT keeps the other classes when it erases a held-out one: Others Acc > 0.85"),
+    Check("style", "sepme", "04_sepme_restoration", 10, None,
+          "a single SepME increment (--method sepme on one concept) keeps the other concepts above the bar"),
+    Check("identity", "mace", "05_mass_fusion", 20,
+          "with all erase-group identities of a held-out draw fused at once, Acc_e <= 0.1 (ANT Table 2)",
+          "Acc_p stays >= 0.8 x its value under the original model (ANT Table 2)", kept_ratio=True, concepts=3,
+          kept=8),
+)
+
+
+def notebook_interval(reports: Path, notebook: str, claim: str) -> dict:
+    """The recorded verdict on ``claim`` in ``<reports>/<notebook>/claims.json`` (estimate, low, high, outcome)."""
+    path = Path(reports) / notebook / "claims.json"
+    if not path.is_file():
+        raise UnlearnkitError(f"{path} is missing: run `unlearnkit reproduce --preset mini` first")
+    for entry in json.loads(path.read_text(encoding="utf-8")):
+        if entry.get("claim") == claim and entry.get("low") is not None:
+            return entry
+    raise UnlearnkitError(f"{path}: no verdict with an interval on {claim!r}")
+
+
+def compare(value: float, verdict: dict) -> dict:
+    """A row: the command line's ``value`` beside the verdict's interval, ``within`` when low ≤ value ≤ high."""
+    return {"CLI": round(float(value), 4), "notebook estimate": round(float(verdict["estimate"]), 4),
+            "notebook 95 % interval": f"[{verdict['low']:.3f}, {verdict['high']:.3f}]",
+            "notebook verdict": verdict.get("outcome"),
+            "within": bool(verdict["low"] - 1e-9 <= value <= verdict["high"] + 1e-9)}
+
+
+def _erase_and_evaluate(world, check: Check, name: str, kept: Sequence[str], images: int, work: Path) -> pd.DataFrame:
+    from unlearnkit import cli
+
+    out = work / f"{check.method}-{name.replace(' ', '_')}"
+    first_seed = world.concept_split(check.kind).held_out_first_seed
+    for argv in (["erase", "--method", check.method, "--concept", name, "--preset", "mini", "--out", str(out)],
+                 ["evaluate", str(out / "edit.safetensors"), "--images", str(images), "--captions", "1",
+                  "--steps", str(check.steps), "--first-seed", str(first_seed),
+                  "--cache-dir", str(work / "generations"), *[a for k in kept for a in ("--kept", k)]]):
+        if cli.main(argv) != 0:
+            raise UnlearnkitError(f"`unlearnkit {' '.join(argv)}` failed")
+    return pd.read_csv(out / "evaluate.csv")
+
+
+def run_checks(reports: Path, checks: Sequence[Check] = CHECKS, images: int = 16, work: Path | None = None) -> pd.DataFrame:
+    """Every row of the acceptance table (see the module docstring); intervals are read before any compute."""
+    from unlearnkit.worlds import load_world
+
+    intervals = {(c.notebook, claim): notebook_interval(reports, c.notebook, claim)
+                 for c in checks for claim in (c.erased_claim, c.kept_claim) if claim}
+    world = load_world("mini")
+    work = Path(work or tempfile.mkdtemp(prefix="unlearnkit-cli-acceptance-"))
+    rows = []
+    for check in checks:
+        held = list(world.concept_split(check.kind).held_out)
+        step = max(1, len(held) // check.concepts)
+        for name in held[::step][:check.concepts]:
+            others = [n for n in held if n != name]
+            kept = others if check.kept is None else others[::max(1, len(others) // check.kept)][:check.kept]
+            table = _erase_and_evaluate(world, check, name, kept, images, work)
+            erased, kept_rows = table[table.role == "erased"], table[table.role == "kept"]
+            base = {"kind": check.kind, "method": check.method, "concept": name, "images a concept": images,
+                    "sampler steps": check.steps}
+            if check.erased_claim:
+                rows.append({**base, "quantity": "erased acc",
+                             **compare(erased["edited detected"].mean(), intervals[check.notebook, check.erased_claim])})
+            if check.kept_claim:
+                value = kept_rows["edited detected"].mean()
+                if check.kept_ratio:
+                    value = value / max(kept_rows["original detected"].mean(), 1e-9)
+                rows.append({**base, "quantity": "kept acc / original" if check.kept_ratio else "kept acc",
+                             **compare(value, intervals[check.notebook, check.kept_claim])})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    from unlearnkit import reports as report_writer
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reports", type=Path, default=Path("reports/mini"), help="the full-scale mini reports")
+    parser.add_argument("--images", type=int, default=16, help="evaluation images per concept (default 16)")
+    parser.add_argument("--only", choices=sorted({c.kind for c in CHECKS}), action="append",
+                        help="check only this concept family (repeat)")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error(f"--images must be positive, got {args.images}")
+    checks = [c for c in CHECKS if not args.only or c.kind in args.only]
+    table = run_checks(args.reports, checks, args.images)
+    within = int(table.within.sum())
+    report_writer.write_table(
+        table, args.reports / "cli_acceptance", "cli_acceptance",
+        regenerates="issue #19 acceptance (the CLI lands within the notebooks' intervals)",
+        caption=f"held-out concepts erased with `unlearnkit erase --preset mini` and measured with `unlearnkit "
+                f"evaluate` at the notebook's sampler and held-out seeds, {args.images} images a concept (resolution "
+                f"1/{args.images}): {within} of {len(table)} values within the notebook's 95 % interval")
+    print(table.to_string(index=False))
+    print(f"{within} of {len(table)} within the notebooks' intervals")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
