@@ -41,12 +41,15 @@ def test_run_checks_erases_held_out_concepts_and_compares_erased_kept_and_ratio(
     monkeypatch.setattr(ca, "_erase_and_evaluate", fake)
     table = ca.run_checks(tmp_path, [check], images=4, work=tmp_path / "work")
     held = ("kandinsky", "warhol", "hokusai", "klimt")                       # the mini world's held-out styles
-    assert [c[0] for c in calls] == ["kandinsky", "hokusai"]
+    assert [c[0] for c in calls] == ["kandinsky", "hokusai"]       # spread over the held-out styles
     assert all(name not in kept and set(kept) <= set(held) and len(kept) == 2 for name, kept in calls)
     erased = table[table.quantity == "erased acc"]
     assert list(erased.CLI) == [0.25, 0.25] and not erased.within.any()     # 0.25 is outside [0, 0.2]
     ratio = table[table.quantity == "kept acc / original"]
     assert list(ratio.CLI) == [0.5, 0.5] and ratio.within.all()             # 0.4 / 0.8 inside [0.4, 0.6]
+    calls.clear()
+    assert len(ca.run_checks(tmp_path, [check], images=4, work=tmp_path / "work", concepts=1)) == 2
+    assert [c[0] for c in calls] == ["kandinsky"]
     with pytest.raises(UnlearnkitError, match="no verdict"):
         ca.run_checks(tmp_path, [ca.Check("style", "sepme", "04_x", 10, "other claim", None)])
 

@@ -2,7 +2,7 @@
 --preset mini`` and measured with ``unlearnkit evaluate`` at its notebook's sampler and held-out seeds, beside the
 95 % interval of that notebook's verdict on the same quantity (issue #19's acceptance).
 
-    python -m unlearnkit.experiments.cli_acceptance [--reports reports/mini] [--images 16] [--only object]
+    python -m unlearnkit.experiments.cli_acceptance [--reports reports/mini] [--images 16] [--concepts N] [--only object]
 
 It runs the commands a user types (in this process, through :func:`unlearnkit.cli.main`) and writes
 ``<reports>/cli_acceptance/cli_acceptance.{md,csv}``: one row per concept and quantity, *within* when the command
@@ -89,8 +89,10 @@ def _erase_and_evaluate(world, check: Check, name: str, kept: Sequence[str], ima
     return pd.read_csv(out / "evaluate.csv")
 
 
-def run_checks(reports: Path, checks: Sequence[Check] = CHECKS, images: int = 16, work: Path | None = None) -> pd.DataFrame:
-    """Every row of the acceptance table (see the module docstring); intervals are read before any compute."""
+def run_checks(reports: Path, checks: Sequence[Check] = CHECKS, images: int = 16, work: Path | None = None,
+               concepts: int | None = None) -> pd.DataFrame:
+    """Every row of the acceptance table (see the module docstring); intervals are read before any compute.
+    ``concepts`` caps the held-out concepts erased per family (default: each check's own count)."""
     from unlearnkit.worlds import load_world
 
     intervals = {(c.notebook, claim): notebook_interval(reports, c.notebook, claim)
@@ -100,8 +102,8 @@ def run_checks(reports: Path, checks: Sequence[Check] = CHECKS, images: int = 16
     rows = []
     for check in checks:
         held = list(world.concept_split(check.kind).held_out)
-        step = max(1, len(held) // check.concepts)
-        for name in held[::step][:check.concepts]:
+        count = min(check.concepts, concepts or check.concepts)
+        for name in held[::max(1, len(held) // count)][:count]:
             others = [n for n in held if n != name]
             kept = others if check.kept is None else others[::max(1, len(others) // check.kept)][:check.kept]
             table = _erase_and_evaluate(world, check, name, kept, images, work)
@@ -126,13 +128,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reports", type=Path, default=Path("reports/mini"), help="the full-scale mini reports")
     parser.add_argument("--images", type=int, default=16, help="evaluation images per concept (default 16)")
+    parser.add_argument("--concepts", type=int, help="held-out concepts erased per family (default 4 objects, "
+                                                     "4 styles, 3 identities)")
     parser.add_argument("--only", choices=sorted({c.kind for c in CHECKS}), action="append",
                         help="check only this concept family (repeat)")
     args = parser.parse_args(argv)
-    if args.images < 1:
-        parser.error(f"--images must be positive, got {args.images}")
+    for flag, value in (("--images", args.images), ("--concepts", args.concepts)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be positive, got {value}")
     checks = [c for c in CHECKS if not args.only or c.kind in args.only]
-    table = run_checks(args.reports, checks, args.images)
+    table = run_checks(args.reports, checks, args.images, concepts=args.concepts)
     within = int(table.within.sum())
     report_writer.write_table(
         table, args.reports / "cli_acceptance", "cli_acceptance",
