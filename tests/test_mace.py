@@ -266,3 +266,34 @@ def test_attack_erased_identities_attacks_one_portrait_per_identity_with_the_giv
     assert table.attrs["prompts"] == ["a portrait of anna adams", "a portrait of ben clark"]
     with pytest.raises(ValueError, match="one seed per identity"):
         mass_fusion.attack_erased_identities(world, {"orig": None}, ["anna adams"], [1, 2], attack=fake_attack)
+
+
+def test_preserved_concept_texts_are_the_other_concepts_of_the_erased_kind(mini_world):
+    erased = mini_world.concept("anna adams")
+    texts = mace.preserved_concept_texts(mini_world, [erased])
+    others = [n for n in mini_world.concepts("identity") if n != "anna adams"]
+    assert len(texts) == len({p for n in others for p in mini_world.concept(n).prompts[:2]})
+    assert not any("anna adams" in t for t in texts)
+    assert any("anna baker" in t for t in texts)          # a same-first-name identity is preserved
+    assert not any(mini_world.concept(o).prompts[0] in texts for o in mini_world.concepts("object"))
+
+
+def test_preserve_others_keeps_the_other_identities_keys_where_captions_alone_do_not(mini_world):
+    """Eq. (7) with the other identities in the prior: their keys/values move far less than with captions only."""
+    concept = mini_world.concept("anna adams")
+    cfg = mace.MACEConfig(iterations=3, lr=1e-2, trajectory_seeds=1, num_inference_steps=10, t_prime=8)
+    lora, _ = mace.train_concept_lora(mini_world, concept, cfg)
+    grams = mace.concept_grams(mini_world, [concept], "concept")
+    captions = mace.prior_gram(mini_world, mace.default_prior_texts(mini_world), "concept")
+    others = mace.prior_gram(mini_world, mace.preserved_concept_texts(mini_world, [concept]), "concept")
+    kept = mace.token_embeddings(mini_world, mini_world.concept("ben adams").prompts[:2], "concept", "ben adams").double()
+    params = dict(mini_world.pipe.unet.named_parameters())
+
+    def kept_drift(prior):
+        edit, _ = mace.fuse_loras(mini_world.pipe.unet, [lora], grams, prior,
+                                  mace.FusionConfig(beta=4.0, lora_scale=36.0, tokens="concept"))
+        return sum(float((kept @ edit.deltas[f"{m}.weight"].double().T).norm()) for m in lora.modules)
+
+    assert kept_drift(captions + 2.5 * others) < 0.5 * kept_drift(captions)
+    with pytest.raises(ValueError, match="preserve_others"):
+        mace.FusionConfig(preserve_others=-1.0)

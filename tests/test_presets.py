@@ -78,8 +78,8 @@ def test_the_paper_preset_runs_the_published_settings_not_the_mini_tuned_ones():
                 f"{stem}: {method} must run its Config defaults (its paper's settings), got {hyperparameters}"
     # every mini-tuned knob of a notebook's parameters cell is overridden by the published value
     assert paper["03_sequential_imagenette"]["sculpting"] == {} and paper["03_sequential_imagenette"]["ablation"] == {}
-    assert paper["03_sequential_imagenette"]["ant_hyperparameters"] == paper["02_single_concept_nsfw"][
-        "method_hyperparameters"]["ant"] == {"saliency": {}}
+    assert paper["03_sequential_imagenette"]["single_class_hyperparameters"]["ant"] == paper[
+        "02_single_concept_nsfw"]["method_hyperparameters"]["ant"] == {"saliency": {}}
     assert paper["04_sepme_restoration"]["sepme_base"] == "paper" and not paper["04_sepme_restoration"]["ac_hparams"]
     fusion = paper["05_mass_fusion"]
     mini = _notebook_defaults("05_mass_fusion")
@@ -115,13 +115,35 @@ def test_the_mini_ci_scale_is_what_the_tests_run_and_the_full_scale_resolves_mor
         assert defaults["output_dir"] == f"../reports/mini-ci/{stem}"
 
 
-def test_notebook_03_erases_single_classes_with_the_settings_notebook_02_and_the_cli_use():
-    """ANT on held-out classes runs notebook 02's ANT settings, which are what ``erase --preset mini`` gives."""
+def test_notebook_03_erases_single_classes_with_the_settings_the_cli_gives_an_object():
+    """03's held-out single classes run ``erase --preset mini``'s object settings."""
     settings = json.loads((ROOT / "unlearnkit" / "presets" / "erase" / "settings.json").read_text())["mini"]
     nb02, nb03 = _notebook_defaults("02_single_concept_nsfw"), _notebook_defaults("03_sequential_imagenette")
-    assert nb03["ant_hyperparameters"] == nb02["method_hyperparameters"]["ant"] == settings["ant"]["*"]
-    for method in nb03["single_class_methods"]:
-        if method not in ("ant", "sculpting", "uce"):
-            by_kind = settings[method]
-            preset = {k: v for k, v in by_kind.get("object", by_kind["*"]).items() if k != "sampler"}
-            assert preset == nb03["method_hyperparameters"][method], f"{method}: CLI object preset differs from 03's"
+    single = nb03["single_class_hyperparameters"]
+    assert single["ant"] == settings["ant"]["object"] and nb02["method_hyperparameters"]["ant"] == settings["ant"]["*"]
+    changed = {k for k in single["ant"] if single["ant"][k] != settings["ant"]["*"][k]}
+    assert changed == {"iterations", "saliency"}          # 02's ANT with a sparser mask and more updates
+    full = json.loads((ROOT / "unlearnkit" / "presets" / "mini.json").read_text())["notebooks"]["03_sequential_imagenette"]
+    for method in full["single_class_methods"]:
+        if method in ("ant", "sculpting", "uce"):
+            continue
+        by_kind = settings[method]
+        preset = {k: v for k, v in by_kind.get("object", by_kind["*"]).items() if k != "sampler"}
+        chosen = single.get(method, nb03["method_hyperparameters"].get(method))
+        assert preset == chosen, f"{method}: CLI object preset {preset} differs from 03's {chosen}"
+    paper = json.loads((ROOT / "unlearnkit" / "presets" / "paper.json").read_text())["notebooks"]
+    assert paper["03_sequential_imagenette"]["single_class_hyperparameters"] == {"ant": {"saliency": {}}}
+
+
+def test_notebook_05_erases_one_identity_with_the_cli_identity_preset():
+    """The single-identity draws of 05 run ``erase --preset mini``'s identity setting, whose prior weighs the other
+    identities as 05's fusion prior weighs the preserved ones; the paper preset runs MACEConfig's defaults."""
+    settings = json.loads((ROOT / "unlearnkit" / "presets" / "erase" / "settings.json").read_text())["mini"]
+    nb05 = _notebook_defaults("05_mass_fusion")
+    assert nb05["single_identity_hyperparameters"] == settings["mace"]["identity"]
+    fusion = settings["mace"]["identity"]["fusion"]
+    assert (fusion["beta"], fusion["tokens"]) == (nb05["beta"], nb05["fusion_tokens"])
+    assert fusion["preserve_others"] == nb05["prior_identity_weight"]
+    assert "preserve_others" not in settings["mace"]["*"]["fusion"]      # objects keep MACE's captions-only prior
+    paper = json.loads((ROOT / "unlearnkit" / "presets" / "paper.json").read_text())["notebooks"]["05_mass_fusion"]
+    assert paper["single_identity_hyperparameters"] == {}

@@ -32,7 +32,8 @@ from unlearnkit.metrics.clip_score import erase_preserve_clip
 from unlearnkit.metrics.identity import celebrity_harmonic_mean
 
 __all__ = ["identity_groups", "IdentityBenchmark", "StyleBenchmark", "portrait_prompt", "attack_erased_identities",
-           "held_out_identities", "IdentityDraws", "identity_draws", "held_out_claims", "HELD_OUT_RECORDED_ONLY",
+           "held_out_identities", "IdentityDraws", "identity_draws", "single_identity_draws", "held_out_claims",
+           "HELD_OUT_RECORDED_ONLY",
            "PAPER_ROWS", "MassFusionRun", "prepare", "Groups", "resolve_groups", "fusion_prior", "ConceptLoRAs",
            "train_loras", "fuse", "table_models", "identity_table", "attacked_identities", "attack_table",
            "attack_parameters", "with_attack_rates", "style_table",
@@ -544,10 +545,11 @@ class IdentityDraws:
 
 def identity_draws(run: MassFusionRun, groups: Groups, configs: Mapping, prior, draws: int, first_names: int,
                    per_first_name: int, other_preserved: int, eval_seeds: Sequence[int],
-                   preserved_seeds: Sequence[int]) -> IdentityDraws:
+                   preserved_seeds: Sequence[int], out=None) -> IdentityDraws:
     """ANT Table 2's fused rows (one LoRA per identity, ANT Eq. 7) on ``draws`` draws: draw 0 the notebook's
     ``groups``, draw ``d ≥ 1`` :func:`held_out_identities`, each with training seed ``config.seed + d`` and its own
-    evaluation seeds (the run's seeds shifted by 1000 × d); the original model beside them."""
+    evaluation seeds (the run's seeds shifted by 1000 × d); the original model beside them. With ``out``, the
+    ``held_out_draws`` table is written there."""
     result = IdentityDraws([], [], [], pd.DataFrame())
     rows = []
     for d in range(draws):
@@ -573,6 +575,13 @@ def identity_draws(run: MassFusionRun, groups: Groups, configs: Mapping, prior, 
         result.preserved.append(tuple(preserved))
         result.samples.append(sample)
     result.rows = pd.DataFrame(rows)
+    if out is not None:
+        from unlearnkit import reports
+
+        reports.write_table(result.rows, out, "held_out_draws", regenerates="ANT Table 2 (held-out draws)",
+                            caption=f"ANT and MACE objectives + fusion on {draws} draws of held-out identities; "
+                                    f"{len(eval_seeds)} portraits per erased identity, {len(preserved_seeds)} per "
+                                    f"preserved one (resolution: 1 / {len(groups.erased) * len(eval_seeds)} on Acc_e)")
     return result
 
 
@@ -618,11 +627,31 @@ def held_out_claims(draws: IdentityDraws, max_acc_erased: float, min_acc_preserv
 HELD_OUT_RECORDED_ONLY = ("ANT's loss gives a higher H_c than MACE's objective under the same fusion (ANT Table 2)",)
 
 
+def single_identity_draws(run: MassFusionRun, out, hyperparameters: Mapping, draws: int, images: int, kept: int):
+    """One held-out identity erased alone per draw with MACE at ``hyperparameters`` (what ``unlearnkit erase --method
+    mace`` runs: :func:`unlearnkit.experiments.single_concept.single_concept_draws`), at the run's sampler; writes
+    the ``held_out_single_identity`` table under ``out`` and the wall time to ``run.timings``."""
+    from unlearnkit import reports
+    from unlearnkit.experiments.single_concept import single_concept_draws
+
+    single = single_concept_draws(run.world, "identity", "mace", hyperparameters, draws, images, run.settings,
+                                  run.cache_dir, kept)
+    reports.write_table(single.rows, out, "held_out_single_identity", regenerates="held-out check of the CLI preset",
+                        caption=f"one held-out identity erased per draw, {draws} draws; {images} portraits per "
+                                f"identity (resolution 1/{images} on the erased identity, 1/{images * kept} on the "
+                                f"kept ones)")
+    run.timings["single-identity draws"] = single.seconds
+    return single
+
+
 def check_all_claims(out, held: IdentityDraws, table2: pd.DataFrame, table3: pd.DataFrame, n_erased: int,
-                     max_acc_erased: float, min_acc_preserved_ratio: float, enforce: bool = True) -> dict:
+                     max_acc_erased: float, min_acc_preserved_ratio: float, enforce: bool = True,
+                     single=None) -> dict:
     """Record notebook 05's claims under ``out``: the held-out verdicts (:func:`held_out_claims`; asserted when
-    ``enforce``, except :data:`HELD_OUT_RECORDED_ONLY`) and, recorded only, the orderings among all the rows of
-    Tables 2–3 on draw 0 (:func:`claims`, one draw, no interval). Returns ``{claim: holds}``."""
+    ``enforce``, except :data:`HELD_OUT_RECORDED_ONLY`), recorded only, the orderings among all the rows of
+    Tables 2–3 on draw 0 (:func:`claims`, one draw, no interval) and, with ``single``
+    (:func:`single_identity_draws`), the verdicts on one identity erased alone at the same bars. Returns
+    ``{claim: holds}``."""
     from unlearnkit import reports
     from unlearnkit.experiments.draws import describe_draws
 
@@ -633,4 +662,11 @@ def check_all_claims(out, held: IdentityDraws, table2: pd.DataFrame, table3: pd.
                  if k in RECORDED_ONLY[1:]}
     outcomes.update(reports.check_claims(out, orderings, required=[], paper="ANT",
                                          concepts="held out: draw 0 only (1 draw, no interval)"))
+    if single is not None:
+        from unlearnkit.experiments.single_concept import single_concept_claims
+
+        outcomes.update(reports.check_claims(out, single_concept_claims(single, max_acc_erased,
+                                                                        min_acc_preserved_ratio),
+                                             enforce=enforce, required=[], paper="ANT",
+                                             concepts=describe_draws([(c,) for c in single.concepts])))
     return outcomes

@@ -61,18 +61,22 @@ class FusionConfig:
     which positions of a concept's prompts enter ``G_i`` (:func:`token_embeddings`) — ``"all"`` (MACE/ANT: all
     77), ``"content"`` (start token to first end-of-text), ``"concept"`` (the name and every position after it) or
     ``"last_word"`` (the last word of the name and every position after it; ours, for names whose first words are
-    shared with preserved concepts)."""
+    shared with preserved concepts). ``preserve_others``: in :func:`fit`'s default prior, the weight (relative to
+    the generic captions) of two prompts of every other concept of the erased concepts' kinds — Eq. (7)'s preserved
+    concepts; 0 (MACE's release): captions only."""
 
     beta: float = 1.0
     lora_scale: float = 1.0
     lam: float = 0.0
     tokens: str = "all"
+    preserve_others: float = 0.0
 
     def __post_init__(self):
         check_number(self.beta, "beta", minimum=0)
         check_number(self.lora_scale, "lora_scale", positive=True)
         check_number(self.lam, "lam", minimum=0)
         check_choice(self.tokens, "tokens", TOKEN_MODES)
+        check_number(self.preserve_others, "preserve_others", minimum=0)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -605,6 +609,18 @@ def default_prior_texts(world, n: int = 200) -> list[str]:
     return list(dict.fromkeys(world.coco_prompts(n).prompt))
 
 
+def preserved_concept_texts(world, concepts: Sequence[Concept], per_concept: int = 2) -> list[str]:
+    """The first ``per_concept`` prompts of every concept the world names of the erased ``concepts``' kinds, except
+    the erased ones (the preserved concepts of ANT Eq. 7 when the caller names none)."""
+    erased = {c.name for c in concepts}
+    texts = []
+    for kind in dict.fromkeys(c.kind for c in concepts):
+        for name in world.concepts(kind):
+            if name not in erased:
+                texts += list(world.concept(name).prompts[:per_concept])
+    return list(dict.fromkeys(texts))
+
+
 def prepare(world, concepts, config: MACEConfig = MACEConfig()) -> dict:
     """``{"banks": …}`` for :func:`fit` (none without ``trajectory_seeds``), from the world's original model."""
     concepts = listed(concepts, "MACE")
@@ -616,7 +632,8 @@ def fit(world, concepts, config: MACEConfig = MACEConfig(), *, progress: bool = 
         banks: dict[str, TrajectoryBank] | None = None) -> Erasure:
     """Train one LoRA per concept and fuse them all (``config.fusion``, ANT Eq. 7) into one Edit.
 
-    ``preserve_texts``: the prior set (default: the world's generic captions); ``lora_dir``: where the LoRAs are
+    ``preserve_texts``: the prior set (default: the world's generic captions, plus ``fusion.preserve_others`` ×
+    :func:`preserved_concept_texts`); ``lora_dir``: where the LoRAs are
     written and resumed from; ``banks``: frozen trajectories (:func:`prepare`). ``log``: every update of every LoRA
     (``concept`` names the LoRA); ``info``: fusion timing and each LoRA's training seconds.
     """
@@ -627,8 +644,12 @@ def fit(world, concepts, config: MACEConfig = MACEConfig(), *, progress: bool = 
                                 logs=logs)
     texts = list(preserve_texts) if preserve_texts is not None else default_prior_texts(world)
     grams = concept_grams(world, concepts, fusion.tokens, config.max_prompts)
-    edit, info = fuse_loras(world.pipe.unet, list(loras.values()), grams,
-                            prior_gram(world, texts, fusion.tokens) if texts else None, fusion,
+    prior = prior_gram(world, texts, fusion.tokens) if texts else None
+    others = preserved_concept_texts(world, concepts) if preserve_texts is None and fusion.preserve_others else []
+    if others:
+        other_gram = fusion.preserve_others * prior_gram(world, others, fusion.tokens)
+        prior = other_gram if prior is None else prior + other_gram
+    edit, info = fuse_loras(world.pipe.unet, list(loras.values()), grams, prior, fusion,
                             name=f"mace-{config.objective}:" + "+".join(c.name for c in concepts))
     edit.metadata["config"] = config.as_dict()
     log = [{"concept": name, **row} for name, rows in logs.items() for row in rows]
