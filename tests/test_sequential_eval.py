@@ -313,7 +313,8 @@ def test_run_parameters_record_every_key_of_the_committed_run_record(tmp_path, m
     assert attack.run({"original": None, "Ours": None})["class"].tolist() == ["truck", "truck"]
     parameters = se.run_parameters(protocol, protocol.sculpting_config(**SCULPTING), _ablations(protocol), baselines,
                                    attack, world="mini", model_path=None, device="cpu", num_threads=1,
-                                   draws=3, draw_seeds=4, held_out_orders=[["truck"]])   # as notebook 03 passes them
+                                   draws=3, draw_seeds=4, held_out_orders=[["truck"]],   # as notebook 03 passes them
+                                   single_class_methods=["uce"], single_class_hyperparameters={})
     committed = Path(__file__).resolve().parents[1] / "reports" / "mini" / "03_sequential_imagenette" / "run.json"
     assert list(parameters) == list(json.loads(committed.read_text())["parameters"])
     assert parameters["orders"] == {"3": ["chainsaw", "truck", "pump"], "6": se.paper_order(protocol.world, 6)}
