@@ -19,7 +19,7 @@ import pandas as pd
 
 from unlearnkit.core.validation import check_integer
 
-__all__ = ["kept_concepts", "SingleConceptDraws", "single_concept_draws", "single_concept_claims"]
+__all__ = ["kept_concepts", "detection_hits", "SingleConceptDraws", "single_concept_draws", "single_concept_claims"]
 
 
 def kept_concepts(world, kind: str, erased: str, n: int) -> list[str]:
@@ -33,6 +33,20 @@ def kept_concepts(world, kind: str, erased: str, n: int) -> list[str]:
     others = [c for c in pool if not (named and c.split()[0] == first)]
     step = max(1, len(others) // max(n - len(shared), 1))
     return shared + others[::step][: n - len(shared)]
+
+
+def detection_hits(world, edit, names: Sequence[str], images: int, first_seed: int, sampler,
+                   cache_dir: str | Path) -> dict[str, np.ndarray]:
+    """Per concept of ``names``: 0/1 per image, ``world.detect`` on the model ``edit``'s ``images`` images of it
+    (``world.evaluation_prompts`` from ``first_seed``, the resumable cache) — ``unlearnkit evaluate``'s measure."""
+    from unlearnkit.experiments.evaluation import generate_edited
+
+    out = {}
+    for name in names:
+        prompts, seeds = zip(*world.evaluation_prompts(name, images, first_seed))
+        out[name] = np.asarray(world.detect(name, generate_edited(world, edit, prompts, seeds, cache_dir, sampler)),
+                               dtype=float)
+    return out
 
 
 @dataclass
@@ -57,7 +71,6 @@ def single_concept_draws(world, kind: str, method: str, hyperparameters: Mapping
     concept and ``kept`` others (:func:`kept_concepts`), beside the original model."""
     from unlearnkit import methods as erasers
     from unlearnkit.experiments.draws import evaluation_seeds, held_out_draws
-    from unlearnkit.experiments.evaluation import generate_edited
     from unlearnkit.experiments.sequential import _with_seed
 
     check_integer(images, "images", minimum=1)
@@ -70,11 +83,7 @@ def single_concept_draws(world, kind: str, method: str, hyperparameters: Mapping
         first = evaluation_seeds(world, kind, d, 1)[0]
 
         def hits(edit, names):
-            out = []
-            for n in names:
-                prompts, seeds = zip(*world.evaluation_prompts(n, images, first))
-                out.append(np.asarray(world.detect(n, generate_edited(world, edit, prompts, seeds, cache_dir,
-                                                                      sampler)), dtype=float))
+            out = list(detection_hits(world, edit, names, images, first, sampler, cache_dir).values())
             return out[0], np.concatenate(out[1:])
 
         original = hits(None, [name, *others])

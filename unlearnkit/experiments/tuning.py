@@ -47,7 +47,7 @@ def single_concept_sweep(world, kind: str, method: str, grid: Sequence[Mapping],
     the erased concept's detection rate (``erased acc``) and the ``kept`` tuning concepts' (default: every other
     tuning concept of ``kind``), beside the original's, and the erasure's wall time."""
     from unlearnkit import methods as erasers
-    from unlearnkit.experiments.evaluation import generate_edited
+    from unlearnkit.experiments.single_concept import detection_hits
     from unlearnkit.sampling import SamplerSettings
 
     erased = tuning_concepts(world, kind, erased)
@@ -59,11 +59,7 @@ def single_concept_sweep(world, kind: str, method: str, grid: Sequence[Mapping],
         erasers.check_hyperparameters(method, **values)   # every setting validated before the first erasure
 
     def rates(edit, names):
-        out = {}
-        for name in names:
-            prompts, seeds = zip(*world.evaluation_prompts(name, images, first_seed))
-            out[name] = world.detect(name, generate_edited(world, edit, prompts, seeds, cache_dir, sampler))
-        return out
+        return detection_hits(world, edit, names, images, first_seed, sampler, cache_dir)
 
     original = rates(None, dict.fromkeys([*erased, *kept_all]))
     rows = []
