@@ -147,3 +147,19 @@ def test_notebook_05_erases_one_identity_with_the_cli_identity_preset():
     assert "preserve_others" not in settings["mace"]["*"]["fusion"]      # objects keep MACE's captions-only prior
     paper = json.loads((ROOT / "unlearnkit" / "presets" / "paper.json").read_text())["notebooks"]["05_mass_fusion"]
     assert paper["single_identity_hyperparameters"] == {}
+
+
+def test_notebook_04_fits_its_single_increment_with_the_cli_style_preset():
+    """04's held-out single increment is ``erase --method sepme --preset mini`` on a style: the notebook's SepME preset
+    with the other styles in the null space (chosen on tuning styles); objects and the paper preset keep SepME's A."""
+    from unlearnkit.methods.sepme import SepMEConfig
+
+    settings = json.loads((ROOT / "unlearnkit" / "presets" / "erase" / "settings.json").read_text())["mini"]["sepme"]
+    nb04 = _notebook_defaults("04_sepme_restoration")
+    assert nb04["sepme_base"] == "mini" and nb04["single_increment_hyperparameters"]["protect_others"] is True
+    assert settings["style"] == {**settings["*"], **nb04["single_increment_hyperparameters"]}
+    mini = SepMEConfig.for_mini_world().as_dict()
+    assert all(mini[k] == v for k, v in settings["*"].items() if k != "sampler")
+    assert "protect_others" not in settings["*"]
+    paper = json.loads((ROOT / "unlearnkit" / "presets" / "paper.json").read_text())["notebooks"]
+    assert paper["04_sepme_restoration"]["single_increment_hyperparameters"] == {}

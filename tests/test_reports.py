@@ -49,6 +49,30 @@ def test_write_table_writes_csv_and_markdown_with_caption(tmp_path):
     assert "| dog     |     0.07 |" in markdown
 
 
+def test_write_table_states_the_resolution_given_or_recorded_by_the_experiment(tmp_path):
+    df = pd.DataFrame({"acc": [0.25, 0.5]})
+    _, md = reports.write_table(df, tmp_path, "t", caption="a table", resolution="4 images a class: steps of 1/4")
+    assert md.read_text().splitlines()[0] == "*a table; resolution: 4 images a class: steps of 1/4*"
+    df.attrs["resolution"] = "8 images a class"             # set by the function that measured it
+    _, md = reports.write_table(df, tmp_path, "u")
+    assert md.read_text().splitlines()[0] == "*resolution: 8 images a class*"
+    _, md = reports.write_table(df, tmp_path, "v", caption="c", resolution="16 images")   # the argument wins
+    assert "16 images" in md.read_text() and "8 images" not in md.read_text()
+    for bad in ("", "  ", 16):
+        with pytest.raises(ValueError, match="resolution"):
+            reports.write_table(df, tmp_path, "w", resolution=bad)
+
+
+def test_every_committed_mini_table_states_its_resolution():
+    """Issue #19 item 4: each table under reports/mini/ says what a cell rests on, in its caption."""
+    root = Path(__file__).resolve().parents[1] / "reports" / "mini"
+    tables = sorted(root.glob("*/*.md"))
+    assert len(tables) > 30
+    missing = [str(p.relative_to(root)) for p in tables
+               if "resolution" not in p.read_text(encoding="utf-8").splitlines()[0].lower()]
+    assert not missing, f"captions without a resolution: {missing}"
+
+
 def test_image_grid_accepts_arrays_and_pil_and_saves_png(tmp_path):
     images = [
         [np.zeros((8, 8, 3), np.uint8), Image.new("RGB", (8, 8), "red")],

@@ -234,3 +234,27 @@ def test_gcirs_and_iterative_sepme_on_the_mini_world(mini_world):
     assert all(torch.equal(a.deltas[k], b.deltas[k]) for a, b in zip(erasure.edits, edits.values()) for k in a.deltas)
     assert {row["concept"] for row in erasure.log} == {"vangogh", "picasso"}
     assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+
+
+def test_protect_others_puts_every_other_style_in_the_null_space_of_a_single_increment(mini_world):
+    """``protect_others``: one increment's A holds c_∅ and every other style's name, so their keys and values do not
+    move (SepME Eq. 8 on the widened A); without it, A holds c_∅ only and the other styles' keys move."""
+    unet = mini_world.pipe.unet
+    styles = mini_world.concepts("style")
+    others = sepme.other_concept_texts(mini_world, [mini_world.concept("vangogh")])
+    assert others == [s for s in styles if s != "vangogh"]
+    data = _random_data(unet, ["vangogh"])
+    moved = {}
+    for protect in (False, True):
+        config = sepme.SepMEConfig.for_mini_world(iterations=3, min_iterations=0, beta=1.0, protect_others=protect)
+        edit = sepme.fit_increments(mini_world, ["vangogh"], config, data=data)["vangogh"]
+        assert edit.metadata["protected"] == ["", *(others if protect else [])]
+        context = mini_world.embeddings(others)
+        key = next(k for k in edit.deltas if k.endswith("to_k.weight"))
+        weight = dict(unet.named_parameters())[key].detach()
+        moved[protect] = float((context @ edit.deltas[key].T).norm() / (context @ weight.T).norm())
+        target = mini_world.embeddings(["vangogh"])
+        assert (target @ edit.deltas[key].T).norm() > 0                  # the erased name still moves
+    assert moved[True] <= 1e-5 < moved[False]
+    with pytest.raises(ValueError, match="protect_others"):
+        sepme.SepMEConfig(protect_others="yes")

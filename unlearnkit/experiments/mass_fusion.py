@@ -96,7 +96,14 @@ class IdentityBenchmark:
         self.p_names = [n for n in self.preserved for _ in p_seeds]
         self.p_seeds = [s for _ in self.preserved for s in p_seeds]
         self.recogniser = world.identity_recogniser()
+        self.n_captions = n_captions
         self.generic = _Generic(world, n_captions, cache_dir, self.settings) if n_captions else None
+
+    def resolution(self, generic: bool = True) -> str:
+        """What one row rests on (a table caption's "resolution: …")."""
+        captions = f", {self.n_captions} captions for FID / CLIP" if generic and self.n_captions else ""
+        return (f"{len(self.e_names)} erased and {len(self.p_names)} preserved portraits a model (Acc_e in steps of "
+                f"1/{len(self.e_names)}){captions}; one draw")
 
     def images(self, edit: Edit | None, sld=None, safety_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         gen = lambda names, seeds: generate_edited(self.world, edit, [portrait_prompt(n) for n in names], seeds,
@@ -140,6 +147,7 @@ class StyleBenchmark:
                    [sd for _ in styles for _ in templates for sd in seeds]
 
         (self.e_prompts, self.e_seeds), (self.p_prompts, self.p_seeds) = prompts(self.erased), prompts(self.preserved)
+        self.n_captions, self.templates = n_captions, tuple(templates)
         self.clip = world.clip_scorer()
         self.generic = _Generic(world, n_captions, cache_dir, self.settings) if n_captions else None
 
@@ -325,7 +333,9 @@ def identity_table(bench: IdentityBenchmark, models: Mapping) -> tuple[pd.DataFr
     """ANT Table 2 without the attack columns (:func:`unlearnkit.experiments.baselines.evaluate_rows` over
     ``models``), its face ratio named "recognisable ratio"; and each row's (erased, preserved) portraits."""
     table, portraits = evaluate_rows(bench.evaluate, models)
-    return table.rename(columns={"Face Ratio": "recognisable ratio"}), portraits
+    table = table.rename(columns={"Face Ratio": "recognisable ratio"})
+    table.attrs["resolution"] = bench.resolution()
+    return table, portraits
 
 
 def attacked_identities(erased: Sequence[str], per_first_name: int, count: int) -> list[str]:
@@ -369,6 +379,7 @@ def with_attack_rates(table: pd.DataFrame, attacks: pd.DataFrame, models: Mappin
     missing = joined.loc[attacked, columns].isna().any(axis=1)
     if missing.any():
         raise ValueError(f"no attack rates for {list(missing.index[missing])}:\n{joined}")
+    joined.attrs = dict(table.attrs)
     return joined
 
 
@@ -383,7 +394,8 @@ def write_attacks(out, run: MassFusionRun, table: pd.DataFrame, attacks: pd.Data
     reports.write_table(attacks, out, "table2_attacks",
                         caption=f"Attack success per erased identity: one portrait prompt × seed {seed}; "
                                 f"ring budget {run.attack_config.ring.budget}, soft {run.attack_config.soft.steps} "
-                                f"steps × {run.attack_config.soft.noise_samples} noise draws")
+                                f"steps × {run.attack_config.soft.noise_samples} noise draws",
+                        resolution="one attacked prompt an identity and model (0 or 1); one draw")
     return with_attack_rates(table, attacks, models)
 
 
@@ -393,15 +405,23 @@ def style_table(run: MassFusionRun, groups: Groups, fused: Mapping[str, Edit], b
     :func:`table_models` on the erased and preserved styles of ``groups``, over ``seeds``."""
     bench = StyleBenchmark(run.world, groups.erase_styles, groups.preserve_styles, seeds, run.cache_dir, run.settings,
                            n_captions=n_captions)
-    return evaluate_rows(bench.evaluate, table_models(fused, baselines))[0]
+    table = evaluate_rows(bench.evaluate, table_models(fused, baselines))[0]
+    captions = f", {n_captions} captions for FID / CLIP" if n_captions else ""
+    table.attrs["resolution"] = (f"{len(bench.e_prompts)} erased- and {len(bench.p_prompts)} preserved-style images "
+                                 f"a model ({len(bench.templates)} prompts × {len(seeds)} seeds a style){captions}; "
+                                 "one draw")
+    return table
 
 
 def vs_paper(table: pd.DataFrame, number: int) -> pd.DataFrame:
     """Our ANT Table ``number`` (2 or 3) beside the paper's, rows renamed with :data:`PAPER_ROWS`."""
     from unlearnkit.reports import paper_values
 
-    return paper_values.side_by_side(table.rename(index=PAPER_ROWS, columns={"recognisable ratio": "Face Ratio"}),
+    side = paper_values.side_by_side(table.rename(index=PAPER_ROWS, columns={"recognisable ratio": "Face Ratio"}),
                                      "ant", number)
+    if "resolution" in table.attrs:
+        side.attrs["resolution"] = "ours: " + table.attrs["resolution"]
+    return side
 
 
 def portrait_grid(world, bench: IdentityBenchmark, portraits: Mapping, groups: Groups, per_first_name: int,
@@ -446,7 +466,9 @@ def ablation_table(run: MassFusionRun, fitted: ConceptLoRAs, count: int, preserv
                      "uncond-early": weights.lambda2, "uncond-late": weights.lambda3,
                      **{k: row[k] for k in ("Acc_e", "Acc_p", "H_c")}})
     run.timings["Table 4"] = time.time() - started
-    return pd.DataFrame(rows).set_index("config")
+    table = pd.DataFrame(rows).set_index("config")
+    table.attrs["resolution"] = bench.resolution(generic=False)
+    return table
 
 
 def accuracy_summary(table: pd.DataFrame, bench: IdentityBenchmark, portraits: Mapping) -> pd.DataFrame:

@@ -521,7 +521,7 @@ def sculpting_orders(protocol: SequentialProtocol, config, data) -> dict[int, Sc
                                                  protocol.cache_dir, protocol.settings)
         runs[n] = SculptingRun(order, edits, log, stages, evaluations)
         reports.write_table(stages, protocol.out, f"stages_{n}_classes", caption=f"Accuracy of every class after "
-                            f"every stage, SM on {n} classes (stage 0 = original)")
+                            f"every stage, SM on {n} classes (stage 0 = original)", resolution=_resolution(protocol))
     return runs
 
 
@@ -606,7 +606,9 @@ class ErasedClassAttack:
                             "table1_attacks",
                             caption=f"Attack success rate on {self.prompts_per_class} prompts × 1 seed per erased "
                                     f"class; ring budget {self.config.ring.budget}, soft {self.config.soft.steps} "
-                                    f"steps × {self.config.soft.noise_samples} noise draws")
+                                    f"steps × {self.config.soft.noise_samples} noise draws",
+                            resolution=f"{self.prompts_per_class} attacked prompts a class and model (steps of "
+                                       f"1/{self.prompts_per_class}); one draw")
         print(f"attacks in {p.timings['attacks']:.0f}s:", result.attrs["seconds"])
         self.result = result
         return result
@@ -674,11 +676,12 @@ def table1(protocol: SequentialProtocol, models: Mapping[str, Edit | None], atta
                 if attack.classes else "")
     reports.write_table(table, protocol.out, "table1", regenerates="SM Table 1",
                         caption=f"{n} classes forgotten in order; accuracy on {protocol.eval_set.per_class} images per "
-                                "class; superclass rates on the erased classes' images" + attacked)
+                                "class; superclass rates on the erased classes' images" + attacked,
+                        resolution=_resolution(protocol))
     vs_paper = paper_values.side_by_side(table, "sculpting_memory", 1, columns=["Total Acc", "CLIP"])
     reports.write_table(vs_paper, protocol.out, "table1_vs_paper",
                         caption=f"Total Acc and CLIP, ours ({protocol.world.describe()}) beside the paper's "
-                                "(SD v1.4, CLIP ×100 on COCO)")
+                                "(SD v1.4, CLIP ×100 on COCO)", resolution="ours: " + _resolution(protocol))
     return Table1(n, table, vs_paper, attacks, evaluations)
 
 
@@ -740,12 +743,13 @@ def erased_others_tables(protocol: SequentialProtocol, runs: Mapping[int, Sculpt
             rows.append(_erased_others_row(protocol, erasers.label(method), Edit.total(baselines.fit(method, n)), n))
         table = pd.DataFrame(rows).set_index("method")
         reports.write_table(table, protocol.out, f"table{number}", regenerates=f"SM Table {number}",
-                            caption=f"{n} classes forgotten in order")
+                            caption=f"{n} classes forgotten in order", resolution=_resolution(protocol))
         ours = table.rename(columns={c: c_p for c, c_p in zip(table.columns, theirs.columns)
                                      if c.lower() == c_p.lower()})
         side = paper_values.side_by_side(ours, "sculpting_memory", number)
         reports.write_table(side, protocol.out, f"table{number}_vs_paper",
-                            caption=f"SM Table {number}, ours beside the paper's")
+                            caption=f"SM Table {number}, ours beside the paper's",
+                            resolution="ours: " + _resolution(protocol))
         tables[n] = PaperComparison(table, side)
     return tables
 
@@ -813,7 +817,7 @@ class Ablations:
         reports.write_table(table, self.protocol.out, "fixed_vs_dynamic_mask",
                             regenerates="SM §4.4 dynamic-mask ablation",
                             caption=f"Total Acc on {self.classes} classes; fixed mask = the warm-up mask, never "
-                                    "updated")
+                                    "updated", resolution=_resolution(self.protocol))
         self._done()
         return table
 
@@ -828,10 +832,12 @@ class Ablations:
             rows.append(row)
         table = pd.DataFrame(rows).set_index("method")
         reports.write_table(table, self.protocol.out, "table5", regenerates="SM Table 5",
-                            caption=f"{self.classes} classes; sparsity s = 1 − keep_fraction")
+                            caption=f"{self.classes} classes; sparsity s = 1 − keep_fraction",
+                            resolution=_resolution(self.protocol))
         vs_paper = paper_values.side_by_side(table, "sculpting_memory", 5)
         reports.write_table(vs_paper, self.protocol.out, "table5_vs_paper",
-                            caption="SM Table 5, ours beside the paper's")
+                            caption="SM Table 5, ours beside the paper's",
+                            resolution="ours: " + _resolution(self.protocol))
         self._done()
         return PaperComparison(table, vs_paper)
 
@@ -847,7 +853,8 @@ class Ablations:
                                                     for label, steps in used.items()}}]).set_index("method")
         reports.write_table(table, self.protocol.out, "table8", regenerates="SM Table 8",
                             caption="Total Acc; columns: the paper's interval, here "
-                                    + ", ".join(f"{k} → {v} steps" for k, v in used.items()))
+                                    + ", ".join(f"{k} → {v} steps" for k, v in used.items()),
+                            resolution=_resolution(self.protocol))
         self._done()
         return PaperComparison(table, paper_values.side_by_side(table, "sculpting_memory", 8))
 
@@ -858,7 +865,8 @@ class Ablations:
                  "β": pd.DataFrame([{"β": b, **self.run(alpha=0.25, beta=b)} for b in self.betas]).set_index("β")}
         for name, frame in sweep.items():
             reports.write_table(frame, self.protocol.out, f"fig5_{'alpha' if name == 'α' else 'beta'}",
-                                regenerates="SM Fig. 5", caption=f"Total Acc over {name}")
+                                regenerates="SM Fig. 5", caption=f"Total Acc over {name}",
+                                resolution=_resolution(self.protocol))
         fig = sweep_figure(sweep, title=f"SM Fig. 5 analogue ({self.classes} classes)")
         reports.save_figure(fig, self.protocol.out, "fig5_loss_scales", regenerates="SM Fig. 5")
         self._done()
@@ -1089,6 +1097,12 @@ def held_out_claims(held: HeldOutSequential, max_total: float = 0.15, min_others
             f"{per_draw(3, 'Fixed mask (ablation schedule)', 'Total Acc (scored)')} per draw",
             [["Fixed mask (ablation schedule):erased", "Ours (ablation schedule):erased"]])
     return checks
+
+
+def _resolution(protocol: SequentialProtocol) -> str:
+    """The resolution of a one-draw table on the protocol's evaluation images (its caption's "resolution: …")."""
+    n = protocol.eval_set.per_class
+    return f"{n} images a class and model (an accuracy moves in steps of 1/{n}); one draw, no interval"
 
 
 # --- one held-out class at a time -----------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from unlearnkit.methods.parts.nullspace import (DEFAULT_RANK_RTOL, check_protect
 from unlearnkit.methods.parts.training_data import GeneratedLatents, generate_latents, noised, random_batch
 from unlearnkit.sampling import SamplerSettings, check_sampler
 
-__all__ = ["SepMEConfig", "MODES", "concept_text", "training_data", "fit_gcirs", "increment_edit",
-           "fit_decoupled", "fit_increments", "prepare", "fit", "METHODS"]
+__all__ = ["SepMEConfig", "MODES", "concept_text", "other_concept_texts", "training_data", "fit_gcirs",
+           "increment_edit", "fit_decoupled", "fit_increments", "prepare", "fit", "METHODS"]
 
 MODES = ("known", "iterative")
 
@@ -47,7 +47,10 @@ class SepMEConfig:
     model with ``sampler`` (None = the world's sampler) as the ``x₀`` pool; ``rank_rtol`` the relative rank
     tolerance of the null-space solve; ``min_iterations`` before early stopping may fire (the release uses 10);
     ``joint`` (SepME₁: one loss over all increments, Alg. 2, vs. one fit per concept); ``mode`` ``"known"``
-    (SepME₁) or ``"iterative"`` (SepME₂) for the ``sepme`` method's fit.
+    (SepME₁) or ``"iterative"`` (SepME₂) for the ``sepme`` method's fit; ``protect_others``: every increment's
+    ``A`` also holds the bare names of every other concept of its kind the world knows (Eq. 8's null space
+    widened to them: what a user erasing one concept, with no other increment, wants kept; off: the paper's ``A``;
+    SepME₂'s first concept, erased by G-CiRs, has no ``A``).
     """
 
     lr: float = 1e-2
@@ -64,6 +67,7 @@ class SepMEConfig:
     min_iterations: int = 0
     joint: bool = True
     mode: str = "known"
+    protect_others: bool = False
     train_images: int = 50
     sampler: SamplerSettings | None = None
     seed: int = 0
@@ -80,6 +84,7 @@ class SepMEConfig:
         check_number(self.rank_rtol, "rank_rtol", above=0, below=1)
         check_choice(self.gcirs_scope, "gcirs_scope", scope_names())
         check_flag(self.joint, "joint")
+        check_flag(self.protect_others, "protect_others")
         check_choice(self.mode, "mode", MODES)
         if self.sampler is not None:
             check_sampler(self.sampler)
@@ -116,6 +121,13 @@ class SepMEConfig:
 def concept_text(concept: Concept) -> str:
     """The text SepME erases and protects for ``concept``: its bare name (the paper's artist / class names)."""
     return concept.name
+
+
+def other_concept_texts(world, concepts: Sequence[Concept]) -> list[str]:
+    """The bare names of every concept the world knows of ``concepts``' kinds, except theirs (``protect_others``)."""
+    erased = {concept_text(c) for c in concepts}
+    names = [n for kind in dict.fromkeys(c.kind for c in concepts) for n in world.concepts(kind)]
+    return [n for n in dict.fromkeys(names) if n not in erased]
 
 
 def _as_concepts(world, concepts) -> list[Concept]:
@@ -331,8 +343,9 @@ def fit_increments(world, concepts, config: SepMEConfig = SepMEConfig(), mode: s
     _check_data(data, concepts, world.pipe.unet)
     edits: dict[str, Edit] = {}
     logs: dict[str, list[dict]] = {}
+    extra = other_concept_texts(world, concepts) if config.protect_others else []
     if mode == "known":
-        protected = {n: [m for m in names if m != n] for n in names}
+        protected = {n: [m for m in names if m != n] + extra for n in names}
         if config.joint:
             edits, log = fit_decoupled(world, concepts, protected, config, data, progress)
             logs = {n: log for n in names}
@@ -345,7 +358,7 @@ def fit_increments(world, concepts, config: SepMEConfig = SepMEConfig(), mode: s
         first, rest = concepts[0], concepts[1:]
         edits[names[0]], logs[names[0]] = fit_gcirs(world, [first], config, data, progress)
         for t, c in enumerate(rest, start=1):
-            one, log = fit_decoupled(world, [c], {concept_text(c): names[:t]}, config, data, progress)
+            one, log = fit_decoupled(world, [c], {concept_text(c): names[:t] + extra}, config, data, progress)
             edits.update(one)
             logs[concept_text(c)] = log
     return (edits, logs) if return_logs else edits

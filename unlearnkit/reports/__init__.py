@@ -209,13 +209,21 @@ def check_claims(out_dir: str | Path, checks: dict, required=None, enforce: bool
 
 
 def write_table(
-    df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None, regenerates: str | None = None
+    df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None, regenerates: str | None = None,
+    resolution: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``df`` as ``<name>.csv`` and ``<name>.md`` (with ``caption`` above the table) in ``out_dir``.
 
     ``regenerates`` names the paper table it reproduces (e.g. "ANT Table 1"); it goes to the folder's manifest,
-    from which ``reports/README.md`` is built.
+    from which ``reports/README.md`` is built. ``resolution``: what one cell rests on (e.g. "16 images a class
+    and model: steps of 1/16"), appended to the caption as "resolution: …"; default ``df.attrs["resolution"]``,
+    set by the experiment that measured the table.
     """
+    resolution = df.attrs.get("resolution") if resolution is None else resolution
+    if resolution is not None and (not isinstance(resolution, str) or not resolution.strip()):
+        raise ValueError(f"resolution must be a non-empty text, got {resolution!r}")
+    if resolution:
+        caption = f"{caption}; resolution: {resolution}" if caption else f"resolution: {resolution}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{name}.csv"
