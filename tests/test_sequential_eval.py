@@ -286,8 +286,9 @@ def test_ablations_train_each_setting_once_in_the_notebooks_order_and_write_its_
         "table5_vs_paper.md": None, "table8.md": "SM Table 8", "fig5_alpha.md": "SM Fig. 5",
         "fig5_beta.md": "SM Fig. 5", "fig5_loss_scales.png": "SM Fig. 5"}
     interval = max(1, round(0.1 * steps))
-    assert manifest["table8.md"]["caption"] == ("Total Acc; columns: the paper's interval, here "
-                                                f"50 steps → {interval} steps")
+    caption, resolution = manifest["table8.md"]["caption"].split("; resolution: ")
+    assert caption == f"Total Acc; columns: the paper's interval, here 50 steps → {interval} steps"
+    assert resolution == "2 images a class and model (an accuracy moves in steps of 1/2); one draw, no interval"
 
 
 def test_run_parameters_record_every_key_of_the_committed_run_record(tmp_path, monkeypatch):
